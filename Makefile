@@ -1,0 +1,48 @@
+# Reproduced: two commands on a fresh machine.
+#   make book   builds the HTML book in _build/html (re-executing only chapters whose code changed)
+#   make test   runs the library's unit tests and re-executes every chapter with nbval (quick profile)
+# Everything installs into .venv; set PYTHON to use another interpreter for the venv.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: book test unit nbval bench status clean setup data
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# on a machine without a CUDA GPU take the CPU build of torch (a local wheel where one exists)
+	@if ! $(PY) -c "import torch" 2>/dev/null; then \
+	  if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q "torch>=2.4,<2.15"; \
+	  else $(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q "torch>=2.4,<2.15" --index-url https://download.pytorch.org/whl/cpu; fi; fi
+	$(PY) -m pip install -q -e ".[book,test]"
+	@# Fashion-MNIST comes from Debian; install it when we can (root and apt present)
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) || echo "note: dataset-fashion-mnist not installed"; fi
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+book: $(STAMP)
+	$(PY) -m repro.cli refresh notebooks
+	$(PY) -m repro.cli status --out book/status.md
+	$(VENV)/bin/jupyter-book build . -W --keep-going
+	@echo "open _build/html/index.html"
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests
+
+nbval: $(STAMP)
+	REPRO_PROFILE=quick $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:randomly notebooks
+
+test: $(STAMP)
+	REPRO_PROFILE=quick $(PY) -m pytest -q tests --nbval-lax --nbval-current-env notebooks
+
+bench: $(STAMP)
+	$(PY) -m repro.bench
+
+clean:
+	rm -rf _build

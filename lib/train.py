@@ -1,0 +1,186 @@
+"""Training: one plain loop for one model, and ``train_ensemble`` for many small models at once.
+
+``train_ensemble`` stacks the parameters of N models (``torch.func.stack_module_state``) and runs
+them as one batched model with ``torch.func.vmap``: one optimizer step updates all N, each with its
+own initialization and its own minibatch order, so a sweep over seeds is one job, not a Python loop.
+For element-wise optimizers (SGD, Adam, AdamW) this is the same computation as training the N
+models one after another (the tests check it).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state
+from tqdm.auto import tqdm
+
+from .runtime import check_choice, check_positive
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.0,
+                   betas=(0.9, 0.999)) -> torch.optim.Optimizer:
+    check_choice("optimizer", name, OPTIMIZERS)
+    check_positive("lr", lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+def batch_indices(n: int, batch_size: int, generator: torch.Generator, device=None) -> torch.Tensor:
+    """An endless stream of minibatch index tensors: shuffled epochs, the last partial batch dropped
+    (so every batch has the same size; when ``batch_size >= n`` every batch is the whole set)."""
+    if batch_size >= n:
+        full = torch.arange(n, device=device)
+        while True:
+            yield full
+    while True:
+        perm = torch.randperm(n, generator=generator).to(device)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield perm[i:i + batch_size]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> dict:
+    """Mean cross-entropy and accuracy of ``model`` on (x, y)."""
+    was_training = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        out = model(x[i:i + batch_size])
+        loss += F.cross_entropy(out, y[i:i + batch_size], reduction="sum").item()
+        correct += (out.argmax(-1) == y[i:i + batch_size]).sum().item()
+    model.train(was_training)
+    return {"loss": loss / len(x), "acc": correct / len(x)}
+
+
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, lr: float, batch_size: int = 128,
+          optimizer: str = "sgd", weight_decay: float = 0.0, momentum: float = 0.0, betas=(0.9, 0.999),
+          seed: int = 0, eval_every: int = 0, eval_sets: dict | None = None,
+          stop_when: Callable[[dict], bool] | None = None, progress: bool = True, desc: str = "training",
+          loss_fn: Callable = F.cross_entropy) -> pd.DataFrame:
+    """Train ``model`` for ``steps`` minibatch steps; return the history as a DataFrame.
+
+    Every ``eval_every`` steps (and at the last step) each set in ``eval_sets`` (name -> (x, y)) is
+    evaluated and logged as ``<name>_loss`` and ``<name>_acc``; ``stop_when(row)`` may end training early.
+    """
+    check_positive("steps", steps, integer=True)
+    check_positive("batch_size", batch_size, integer=True)
+    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum, betas)
+    gen = torch.Generator().manual_seed(seed)
+    stream = batch_indices(len(x), batch_size, gen, x.device)
+    rows, eval_sets = [], eval_sets or {}
+    model.train()
+    bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress, mininterval=1.0)
+    for step in bar:
+        idx = next(stream)
+        loss = loss_fn(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if eval_every and (step % eval_every == 0 or step == steps):
+            row = {"step": step, "batch_loss": loss.item()}
+            for name, (xs, ys) in eval_sets.items():
+                row.update({f"{name}_{k}": v for k, v in evaluate(model, xs, ys).items()})
+            rows.append(row)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("acc")})
+            if stop_when is not None and stop_when(row):
+                break
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+class Ensemble:
+    """N models of one architecture with stacked parameters, evaluated together with ``vmap``."""
+
+    def __init__(self, models: Sequence[nn.Module]):
+        self.base = copy.deepcopy(models[0]).to("meta")
+        params, buffers = stack_module_state(list(models))
+        self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        self.buffers = buffers
+        self.n = len(models)
+
+    def _one(self, params, buffers, x):
+        return functional_call(self.base, (params, buffers), (x,))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs of every model: x of shape (batch, ...) is shared, x of shape (N, batch, ...) is per model."""
+        shared = x.dim() == 0 or x.shape[0] != self.n or getattr(self, "_force_shared", False)
+        in_dims = (0, 0, None if shared else 0)
+        return torch.vmap(self._one, in_dims=in_dims, randomness="different")(self.params, self.buffers, x)
+
+    def unstack(self, i: int, like: nn.Module) -> nn.Module:
+        """Model ``i`` as an ordinary module (a copy of ``like`` with model i's weights)."""
+        m = copy.deepcopy(like)
+        m.load_state_dict({**{k: v[i].detach() for k, v in self.params.items()},
+                           **{k: v[i] for k, v in self.buffers.items()}})
+        return m
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> dict:
+        """Per-model mean cross-entropy and accuracy, as tensors of shape (N,)."""
+        loss = torch.zeros(self.n, device=x.device)
+        correct = torch.zeros(self.n, device=x.device)
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            self._force_shared = True
+            out = self(xb)  # (N, b, C)
+            self._force_shared = False
+            loss += F.cross_entropy(out.flatten(0, 1), yb.repeat(self.n), reduction="none").view(self.n, -1).sum(1)
+            correct += (out.argmax(-1) == yb).sum(1)
+        return {"loss": loss / len(x), "acc": correct / len(x)}
+
+
+def train_ensemble(build: Callable[[], nn.Module], seeds: Sequence[int], x: torch.Tensor, y: torch.Tensor, *,
+                   steps: int, lr: float, batch_size: int = 128, optimizer: str = "sgd", weight_decay: float = 0.0,
+                   momentum: float = 0.0, betas=(0.9, 0.999), eval_every: int = 0, eval_sets: dict | None = None,
+                   progress: bool = True, desc: str = "training ensemble",
+                   loss_fn: Callable = F.cross_entropy) -> tuple[Ensemble, pd.DataFrame]:
+    """Train one model per seed, all at once. Model i is initialized after ``torch.manual_seed(seeds[i])``
+    and sees minibatches drawn with a generator seeded ``seeds[i]``, exactly as ``train(..., seed=seeds[i])``
+    after seeding would. ``y`` may be shared (shape (n,)) or per model (shape (N, n)), for label noise
+    that differs between members. Returns the ensemble and a long-format history (one row per model
+    and evaluation)."""
+    check_positive("steps", steps, integer=True)
+    check_positive("batch_size", batch_size, integer=True)
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must name at least one model.")
+    models = []
+    for s in seeds:
+        torch.manual_seed(s)
+        models.append(build().to(x.device))
+    ens = Ensemble(models)
+    opt = make_optimizer(optimizer, list(ens.params.values()), lr, weight_decay, momentum, betas)
+    streams = [batch_indices(len(x), batch_size, torch.Generator().manual_seed(s), x.device) for s in seeds]
+    per_model_y = y.dim() == 2 and y.shape[0] == len(seeds) and y.shape[1] == len(x)
+
+    def step_loss(params, buffers, xb, yb):
+        return loss_fn(functional_call(ens.base, (params, buffers), (xb,)), yb)
+
+    batched_loss = torch.vmap(step_loss, in_dims=(0, 0, 0, 0), randomness="different")
+    rows, eval_sets = [], eval_sets or {}
+    bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress, mininterval=1.0)
+    for step in bar:
+        idx = torch.stack([next(s) for s in streams])  # (N, batch)
+        yb = torch.gather(y, 1, idx) if per_model_y else y[idx]
+        losses = batched_loss(ens.params, ens.buffers, x[idx], yb)
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()  # models share no parameters, so each gets its own gradient
+        opt.step()
+        if eval_every and (step % eval_every == 0 or step == steps):
+            for name, (xs, ys) in eval_sets.items():
+                res = ens.evaluate(xs, ys)
+                for i, s in enumerate(seeds):
+                    rows.append({"step": step, "seed": s, "set": name, "loss": res["loss"][i].item(),
+                                 "acc": res["acc"][i].item(), "batch_loss": losses[i].item()})
+            bar.set_postfix(mean_batch_loss=f"{losses.mean().item():.3f}")
+    bar.close()
+    return ens, pd.DataFrame(rows)

@@ -36,10 +36,10 @@ unit: $(STAMP)
 	$(PY) -m pytest -q tests
 
 nbval: $(STAMP)
-	REPRO_PROFILE=quick $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:randomly notebooks
+	REPRO_PROFILE=quick $(PY) -m pytest -q --nbval-lax --nbval-current-env $(wildcard notebooks/*.ipynb)
 
 test: $(STAMP)
-	REPRO_PROFILE=quick $(PY) -m pytest -q tests --nbval-lax --nbval-current-env notebooks
+	REPRO_PROFILE=quick $(PY) -m pytest -q tests --nbval-lax --nbval-current-env $(wildcard notebooks/*.ipynb)
 
 bench: $(STAMP)
 	$(PY) -m repro.bench

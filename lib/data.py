@@ -122,7 +122,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[raw[2]]
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(shape)
+    return np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(shape).copy()
 
 
 def fashion_mnist(device=None, root: str | Path | None = None, flatten: bool = True) -> Split:

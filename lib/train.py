@@ -111,10 +111,8 @@ class Ensemble:
         return functional_call(self.base, (params, buffers), (x,))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Outputs of every model: x of shape (batch, ...) is shared, x of shape (N, batch, ...) is per model."""
-        shared = x.dim() == 0 or x.shape[0] != self.n or getattr(self, "_force_shared", False)
-        in_dims = (0, 0, None if shared else 0)
-        return torch.vmap(self._one, in_dims=in_dims, randomness="different")(self.params, self.buffers, x)
+        """Outputs of every model on the shared inputs x: shape (N, batch, ...)."""
+        return self.outputs(x)
 
     def unstack(self, i: int, like: nn.Module) -> nn.Module:
         """Model ``i`` as an ordinary module (a copy of ``like`` with model i's weights)."""
@@ -123,31 +121,39 @@ class Ensemble:
                            **{k: v[i] for k, v in self.buffers.items()}})
         return m
 
+    def outputs(self, x: torch.Tensor, per_model: bool = False) -> torch.Tensor:
+        """Outputs of every model, shape (N, batch, ...): x is shared, or (N, batch, ...) when ``per_model``."""
+        in_dims = (0, 0, 0 if per_model else None)
+        return torch.vmap(self._one, in_dims=in_dims, randomness="different")(self.params, self.buffers, x)
+
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> dict:
-        """Per-model mean cross-entropy and accuracy, as tensors of shape (N,)."""
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096, per_model: bool = False) -> dict:
+        """Per-model mean cross-entropy and accuracy, as tensors of shape (N,). With ``per_model``, x is
+        (N, n, ...) and y is (N, n): each model is scored on its own data; otherwise y may still be (N, n)."""
+        n = x.shape[1] if per_model else len(x)
+        y = y if y.dim() == 2 else y.expand(self.n, -1)
         loss = torch.zeros(self.n, device=x.device)
         correct = torch.zeros(self.n, device=x.device)
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-            self._force_shared = True
-            out = self(xb)  # (N, b, C)
-            self._force_shared = False
-            loss += F.cross_entropy(out.flatten(0, 1), yb.repeat(self.n), reduction="none").view(self.n, -1).sum(1)
+        for i in range(0, n, batch_size):
+            xb = x[:, i:i + batch_size] if per_model else x[i:i + batch_size]
+            yb = y[:, i:i + batch_size]
+            out = self.outputs(xb, per_model)  # (N, b, C)
+            loss += F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none").view(self.n, -1).sum(1)
             correct += (out.argmax(-1) == yb).sum(1)
-        return {"loss": loss / len(x), "acc": correct / len(x)}
+        return {"loss": loss / n, "acc": correct / n}
 
 
 def train_ensemble(build: Callable[[], nn.Module], seeds: Sequence[int], x: torch.Tensor, y: torch.Tensor, *,
                    steps: int, lr: float, batch_size: int = 128, optimizer: str = "sgd", weight_decay: float = 0.0,
                    momentum: float = 0.0, betas=(0.9, 0.999), eval_every: int = 0, eval_sets: dict | None = None,
-                   progress: bool = True, desc: str = "training ensemble",
+                   progress: bool = True, desc: str = "training ensemble", per_model: bool = False,
                    loss_fn: Callable = F.cross_entropy) -> tuple[Ensemble, pd.DataFrame]:
     """Train one model per seed, all at once. Model i is initialized after ``torch.manual_seed(seeds[i])``
     and sees minibatches drawn with a generator seeded ``seeds[i]``, exactly as ``train(..., seed=seeds[i])``
     after seeding would. ``y`` may be shared (shape (n,)) or per model (shape (N, n)), for label noise
-    that differs between members. Returns the ensemble and a long-format history (one row per model
-    and evaluation)."""
+    that differs between members. With ``per_model=True`` each model has its own training set too: x is
+    (N, n, ...) and y is (N, n) (random pixels, say), and each eval set is per model as well. Returns the
+    ensemble and a long-format history (one row per model and evaluation)."""
     check_positive("steps", steps, integer=True)
     check_positive("batch_size", batch_size, integer=True)
     seeds = list(seeds)
@@ -159,8 +165,12 @@ def train_ensemble(build: Callable[[], nn.Module], seeds: Sequence[int], x: torc
         models.append(build().to(x.device))
     ens = Ensemble(models)
     opt = make_optimizer(optimizer, list(ens.params.values()), lr, weight_decay, momentum, betas)
-    streams = [batch_indices(len(x), batch_size, torch.Generator().manual_seed(s), x.device) for s in seeds]
-    per_model_y = y.dim() == 2 and y.shape[0] == len(seeds) and y.shape[1] == len(x)
+    n_data = x.shape[1] if per_model else len(x)
+    if per_model and (x.shape[0] != len(seeds) or y.shape[:2] != (len(seeds), n_data)):
+        raise ValueError(f"per_model needs x of shape (N, n, ...) and y of shape (N, n) with N={len(seeds)} models.")
+    per_model_y = y.dim() == 2 and y.shape[0] == len(seeds) and y.shape[1] == n_data
+    streams = [batch_indices(n_data, batch_size, torch.Generator().manual_seed(s), x.device) for s in seeds]
+    rows_of = torch.arange(len(seeds), device=x.device)[:, None]
 
     def step_loss(params, buffers, xb, yb):
         return loss_fn(functional_call(ens.base, (params, buffers), (xb,)), yb)
@@ -171,13 +181,14 @@ def train_ensemble(build: Callable[[], nn.Module], seeds: Sequence[int], x: torc
     for step in bar:
         idx = torch.stack([next(s) for s in streams])  # (N, batch)
         yb = torch.gather(y, 1, idx) if per_model_y else y[idx]
-        losses = batched_loss(ens.params, ens.buffers, x[idx], yb)
+        xb = x[rows_of, idx] if per_model else x[idx]
+        losses = batched_loss(ens.params, ens.buffers, xb, yb)
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()  # models share no parameters, so each gets its own gradient
         opt.step()
         if eval_every and (step % eval_every == 0 or step == steps):
             for name, (xs, ys) in eval_sets.items():
-                res = ens.evaluate(xs, ys)
+                res = ens.evaluate(xs, ys, per_model=per_model)
                 for i, s in enumerate(seeds):
                     rows.append({"step": step, "seed": s, "set": name, "loss": res["loss"][i].item(),
                                  "acc": res["acc"][i].item(), "batch_loss": losses[i].item()})

@@ -73,3 +73,16 @@ def test_bad_model_arguments(kwargs, words):
 def test_transformer_heads_must_divide():
     with pytest.raises(ParameterError, match="divisible"):
         SmallTransformer(vocab=5, d_model=30, n_heads=4)
+
+
+def test_per_model_data_equals_separate_training():
+    x, y = toy()
+    x2, y2 = toy(seed=5)
+    xs, ys = torch.stack([x, x2]), torch.stack([y, y2])
+    ens, hist = train_ensemble(lambda: MLP(10, 16, 1, 3), [3, 4], xs, ys, steps=20, lr=0.1, batch_size=32,
+                               per_model=True, eval_every=20, eval_sets={"train": (xs, ys)}, progress=False)
+    for i, (xi, yi) in enumerate([(x, y), (x2, y2)]):
+        torch.manual_seed([3, 4][i])
+        m = MLP(10, 16, 1, 3)
+        train(m, xi, yi, steps=20, lr=0.1, batch_size=32, seed=[3, 4][i], progress=False)
+        assert evaluate(m, xi, yi)["acc"] == pytest.approx(hist[hist.seed == [3, 4][i]].acc.item())

@@ -1,0 +1,112 @@
+"""Chapters as files: code hashes, execution with papermill, and what their stored outputs say.
+
+A chapter's stored outputs are *current* when the hash of its code cells equals the hash stamped
+into ``metadata.repro.code_hash`` when it was last executed by :func:`execute`. ``make book``
+re-executes the stale ones; a test fails while any is stale.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+from .runtime import CARD_MIME, PROFILES, check_choice
+from .verdict import RECORD_MIME
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def chapters(folder: str | Path = NOTEBOOKS) -> list[Path]:
+    return sorted(p for p in Path(folder).glob("*.ipynb") if not p.name.startswith("_"))
+
+
+def find_chapter(name: str | Path) -> Path:
+    """A chapter by path or by name (``grokking`` -> notebooks/grokking.ipynb); one clear error otherwise."""
+    p = Path(name)
+    for cand in (p, NOTEBOOKS / p, NOTEBOOKS / f"{p}.ipynb"):
+        if cand.suffix == ".ipynb" and cand.exists():
+            return cand.resolve()
+    known = ", ".join(c.stem for c in chapters())
+    raise SystemExit(f"unknown chapter {str(name)!r}; the chapters are: {known}.")
+
+
+def code_hash(nb) -> str:
+    """sha256 over the sources of the code cells (papermill's injected-parameters cell excluded)."""
+    h = hashlib.sha256()
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "injected-parameters" not in cell.metadata.get("tags", []):
+            h.update(cell.source.strip().encode())
+            h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def read(path: str | Path):
+    return nbformat.read(str(path), as_version=4)
+
+
+def is_stale(path: str | Path) -> bool:
+    nb = read(path)
+    return nb.metadata.get("repro", {}).get("code_hash") != code_hash(nb)
+
+
+def execute(path: str | Path, profile: str = "quick", out: str | Path | None = None, parameters: dict | None = None,
+            progress: bool = True) -> Path:
+    """Run a chapter with papermill at ``profile`` and stamp its code hash; write to ``out`` (default: in place).
+
+    The profile travels in $REPRO_PROFILE with ``profile = "auto"`` left in the notebook, so a stored
+    notebook carries no injected cell and re-runs at whatever profile its reader's machine picks.
+    """
+    import papermill as pm
+    check_choice("profile", profile, PROFILES)
+    path, out = Path(path), Path(out or path)
+    old = os.environ.get("REPRO_PROFILE")
+    os.environ["REPRO_PROFILE"] = profile
+    fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=out.parent)
+    os.close(fd)
+    try:
+        pm.execute_notebook(str(path), tmp, parameters=parameters or {}, cwd=str(path.parent),
+                            progress_bar=progress, kernel_name="python3")
+        nb = read(tmp)
+        nb.metadata.pop("papermill", None)
+        for cell in nb.cells:
+            cell.metadata.pop("papermill", None)
+            cell.metadata.pop("execution", None)
+        nb.metadata["repro"] = {"code_hash": code_hash(nb), "profile": profile,
+                                "executed": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        nbformat.write(nb, tmp)
+        os.replace(tmp, out)  # atomic: an interrupted run leaves the old notebook as it was
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if old is None:
+            os.environ.pop("REPRO_PROFILE", None)
+        else:
+            os.environ["REPRO_PROFILE"] = old
+    return out
+
+
+def _outputs(nb, mime):
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if mime in o.get("data", {}):
+                yield o["data"][mime]
+
+
+def summary(path: str | Path) -> dict:
+    """What a chapter's stored outputs say: title, verdicts, run card (profile, device, wall time, date)."""
+    nb = read(path)
+    title = next((line.lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"
+                  for line in c.source.splitlines() if line.startswith("# ")), Path(path).stem)
+    cards = list(_outputs(nb, CARD_MIME))
+    card = cards[-1] if cards else {}
+    records = list(_outputs(nb, RECORD_MIME))
+    return {"chapter": Path(path).stem, "title": title, "paper": nb.metadata.get("paper", {}),
+            "verdicts": records, "profile": card.get("profile"), "device": card.get("device"),
+            "wall_time_s": card.get("wall_time_s"), "date": (card.get("started") or "")[:10],
+            "stale": is_stale(path)}

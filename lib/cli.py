@@ -3,6 +3,7 @@
     repro run CHAPTER [--profile quick|full]   execute a chapter in place with papermill and stamp it
     repro refresh [FOLDER]                     re-execute the chapters whose code changed since their outputs
     repro status [--out book/status.md]        write the status page from the chapters' stored outputs
+    repro sweep CHAPTER -p NAME V1 V2 ... -o OUT   run a chapter over a grid of parameters (see repro.sweep)
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import chapters as ch
-from .runtime import resolve_profile
+from .runtime import ParameterError, resolve_profile
 
 
 def cmd_run(args) -> int:
@@ -64,6 +65,15 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import sweep
+    if not args.params and not args.grid:
+        raise SystemExit("sweep needs a grid: -p NAME VALUE [VALUE ...] (repeatable) and/or -f GRID.yaml.")
+    sweep(args.chapter, args.params, args.grid, args.out, profile=args.profile, engine=args.engine,
+          address=args.address, workers=args.workers)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="repro", description="Run and inspect the chapters of Reproduced.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -79,8 +89,24 @@ def main(argv=None) -> int:
     s.add_argument("--folder", default=str(ch.NOTEBOOKS))
     s.add_argument("--out")
     s.set_defaults(fn=cmd_status)
+    w = sub.add_parser("sweep", help="run a chapter over a grid of parameters with papermill")
+    w.add_argument("chapter")
+    w.add_argument("-p", "--param", dest="params", nargs="+", action="append", metavar=("NAME", "VALUE"),
+                   help="a parameter and its values; repeat for a grid")
+    w.add_argument("-f", "--grid", help="a YAML file mapping parameter names to lists of values")
+    w.add_argument("-o", "--out", required=True, help="output folder (re-use it to resume a sweep)")
+    w.add_argument("--profile", choices=["auto", "quick", "full"], help="set the profile parameter of every run")
+    w.add_argument("--engine", choices=["local", "ray"], default="local")
+    w.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    w.add_argument("--workers", type=int, help="local runs at a time (default: cores/2 on a CPU, 1 on a GPU)")
+    w.set_defaults(fn=cmd_sweep)
     args = p.parse_args(argv)
-    return args.fn(args)
+    from .sweep import SweepError
+    try:
+        return args.fn(args)
+    except (SweepError, ParameterError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

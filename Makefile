@@ -29,6 +29,7 @@ setup: $(STAMP)
 book: $(STAMP)
 	$(PY) -m repro.cli refresh notebooks
 	$(PY) -m repro.cli status --out book/status.md
+	$(PY) -m repro.cli catalog --out book/catalog.md
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 	@echo "open _build/html/index.html"
 

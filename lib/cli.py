@@ -3,6 +3,7 @@
     repro run CHAPTER [--profile quick|full]   execute a chapter in place with papermill and stamp it
     repro refresh [FOLDER]                     re-execute the chapters whose code changed since their outputs
     repro status [--out book/status.md]        write the status page from the chapters' stored outputs
+    repro catalog [--out book/catalog.md]      write the catalog page from book/catalog.tsv
     repro sweep CHAPTER -p NAME V1 V2 ... -o OUT   run a chapter over a grid of parameters (see repro.sweep)
 """
 from __future__ import annotations
@@ -65,6 +66,14 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_catalog(args) -> int:
+    from .catalog import catalog_markdown
+    text = catalog_markdown(args.tsv, args.folder)
+    Path(args.out).write_text(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_sweep(args) -> int:
     from .sweep import sweep
     if not args.params and not args.grid:
@@ -89,6 +98,11 @@ def main(argv=None) -> int:
     s.add_argument("--folder", default=str(ch.NOTEBOOKS))
     s.add_argument("--out")
     s.set_defaults(fn=cmd_status)
+    c = sub.add_parser("catalog", help="write the catalog page from book/catalog.tsv")
+    c.add_argument("--tsv", default=str(ch.ROOT / "book" / "catalog.tsv"))
+    c.add_argument("--folder", default=str(ch.NOTEBOOKS))
+    c.add_argument("--out", default=str(ch.ROOT / "book" / "catalog.md"))
+    c.set_defaults(fn=cmd_catalog)
     w = sub.add_parser("sweep", help="run a chapter over a grid of parameters with papermill")
     w.add_argument("chapter")
     w.add_argument("-p", "--param", dest="params", nargs="+", action="append", metavar=("NAME", "VALUE"),

@@ -130,3 +130,46 @@ class SmallTransformer(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def random_mlp_preactivations(x: torch.Tensor, width: int, depth: int, act: str = "relu", C_W: float = 2.0,
+                              C_b: float = 0.0, n_networks: int = 100, tangent: torch.Tensor | None = None,
+                              generator: torch.Generator | None = None) -> dict:
+    """Preactivations of ``n_networks`` independently initialized MLPs on the inputs ``x`` (k, d_in).
+
+    Weights ~ N(0, C_W / fan_in), biases ~ N(0, C_b), as :class:`MLP` with ``weight_std = sqrt(C_W)``;
+    all networks run at once as batched matrix products, and each layer's weights are drawn when they
+    are used, so memory holds one layer at a time. Returns ``z`` of shape (depth, n_networks, k, width);
+    with ``tangent`` (k, d_in), also ``dz``: the Jacobian-vector products dz^(l) = J^(l) tangent,
+    propagated exactly in forward mode.
+    """
+    for name, v in (("width", width), ("depth", depth), ("n_networks", n_networks)):
+        check_positive(name, v, integer=True)
+    check_positive("C_W", C_W)
+    check_positive("C_b", C_b, allow_zero=True)
+    sigma = activation(act)
+    B, (k, d) = n_networks, x.shape
+    dev, dt = x.device, x.dtype
+
+    def layer(h, dh, fan_in):
+        W = torch.randn(B, width, fan_in, generator=generator, device=dev, dtype=dt) * math.sqrt(C_W / fan_in)
+        b = torch.randn(B, 1, width, generator=generator, device=dev, dtype=dt) * math.sqrt(C_b)
+        z = torch.bmm(h, W.transpose(1, 2)) + b
+        return z, (torch.bmm(dh, W.transpose(1, 2)) if dh is not None else None)
+
+    h = x.expand(B, k, d)
+    dh = tangent.expand(B, k, d) if tangent is not None else None
+    zs, dzs = [], []
+    for l in range(depth):
+        z, dz = layer(h, dh, d if l == 0 else width)
+        zs.append(z)
+        if dz is not None:
+            dzs.append(dz)
+            h, dh = torch.func.jvp(sigma, (z,), (dz,))
+        else:
+            h = sigma(z)
+    out = {"z": torch.stack(zs)}
+    if tangent is not None:
+        out["dz"] = torch.stack(dzs)
+    return out

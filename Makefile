@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test unit nbval bench status clean setup data
+.PHONY: book test unit nbval bench status clean setup data sweep-example
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,18 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m repro.bench
+
+# the worked example of book/how-to-run.md: a seed x width sweep of the criticality chapter
+SWEEP_EX := sweeps/criticality
+SWEEP_COLS := ['seed', 'width', 'verdict 1', 'verdict 2', 'verdict 3', 'K(L)/K(1), ReLU C_W=2.0', \
+  'largest |z| vs exact theory, l/n <= 1/8', 'mean relative deviation', 'wall_time_s']
+sweep-example: $(STAMP)
+	$(VENV)/bin/repro sweep criticality -p seed 0 1 2 -p width 32 64 --profile quick -o $(SWEEP_EX) \
+	  -v "K(L)/K(1), ReLU C_W=2.0" "mean relative deviation"
+	mkdir -p book/sweep-example
+	cp $(SWEEP_EX)/summary-seed.png $(SWEEP_EX)/summary-width.png book/sweep-example/
+	$(PY) -c "import pandas as pd; t = pd.read_csv('$(SWEEP_EX)/results.csv'); \
+	  t[$(SWEEP_COLS)].round(3).to_csv('book/sweep-example/results.csv', index=False)"
 
 clean:
 	rm -rf _build

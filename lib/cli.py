@@ -79,7 +79,7 @@ def cmd_sweep(args) -> int:
     if not args.params and not args.grid:
         raise SystemExit("sweep needs a grid: -p NAME VALUE [VALUE ...] (repeatable) and/or -f GRID.yaml.")
     sweep(args.chapter, args.params, args.grid, args.out, profile=args.profile, engine=args.engine,
-          address=args.address, workers=args.workers)
+          address=args.address, workers=args.workers, values=args.values)
     return 0
 
 
@@ -113,6 +113,8 @@ def main(argv=None) -> int:
     w.add_argument("--engine", choices=["local", "ray"], default="local")
     w.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     w.add_argument("--workers", type=int, help="local runs at a time (default: cores/2 on a CPU, 1 on a GPU)")
+    w.add_argument("-v", "--values", nargs="+", metavar="NAME",
+                   help="measured values to plot in the summary figures (default: the first three)")
     w.set_defaults(fn=cmd_sweep)
     args = p.parse_args(argv)
     from .sweep import SweepError

@@ -208,7 +208,8 @@ def _ray(chapter: Path, todo: list[dict], out: Path, address: str | None, thread
 
 
 def sweep(chapter: str, cli_params=None, yaml_file=None, out_dir="sweeps", profile: str | None = None,
-          engine: str = "local", address: str | None = None, workers: int | None = None, progress: bool = True) -> pd.DataFrame:
+          engine: str = "local", address: str | None = None, workers: int | None = None, progress: bool = True,
+          values: list[str] | None = None) -> pd.DataFrame:
     path = ch.find_chapter(chapter)
     if engine not in ("local", "ray"):
         raise SweepError(f"engine must be 'local' or 'ray'; got {engine!r}.")
@@ -241,7 +242,8 @@ def sweep(chapter: str, cli_params=None, yaml_file=None, out_dir="sweeps", profi
         if rec["status"] != "ok":
             tqdm.write(f"run {rec['run']} failed: {rec['error']}")
     table = aggregate(out, grid)
-    summarize(table, [k for k in grid[0] if len({repr(g[k]) for g in grid}) > 1] if grid else [], out)
+    swept = [k for k in grid[0] if len({repr(g[k]) for g in grid}) > 1] if grid else []
+    summarize(table, swept, out, values, params=list(grid[0]) if grid else [])
     return table
 
 
@@ -266,8 +268,10 @@ def aggregate(out: Path, grid: list[dict]) -> pd.DataFrame:
     return table
 
 
-def summarize(table: pd.DataFrame, swept: list[str], out: Path, max_values: int = 3) -> list[Path]:
-    """Print the verdict counts; draw one figure per swept parameter."""
+def summarize(table: pd.DataFrame, swept: list[str], out: Path, values: list[str] | None = None,
+              max_values: int = 3, params: list[str] = ()) -> list[Path]:
+    """Print the verdict counts; draw one figure per swept parameter: the share of runs that reproduced
+    each verdict, and the mean and spread of measured ``values`` (default: the first ``max_values``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -282,21 +286,31 @@ def summarize(table: pd.DataFrame, swept: list[str], out: Path, max_values: int 
     if not len(ok):
         return figures
     use_theme()
-    params = set(table.columns) & set(swept)
-    skip = params | {"run", "status", "error", "reproduced", "wall_time_s", "device", "profile"}
+    skip = set(swept) | set(params) | {"run", "status", "error", "reproduced", "wall_time_s", "device", "profile"}
     numeric = [c for c in ok.columns if c not in skip and not c.startswith("verdict")
-               and pd.api.types.is_numeric_dtype(ok[c]) and not pd.api.types.is_bool_dtype(ok[c])][:max_values]
+               and pd.api.types.is_numeric_dtype(ok[c]) and not pd.api.types.is_bool_dtype(ok[c])]
+    if values:
+        unknown = [v for v in values if v not in numeric]
+        if unknown:
+            raise SweepError(f"no measured value named {unknown[0]!r}; the runs measured: {', '.join(numeric)}.")
+        numeric = list(values)
+    else:
+        numeric = numeric[:max_values]
+    verdict_cols = sorted(c for c in ok.columns if c.startswith("verdict "))
     for p in swept:
         fig, axes = plt.subplots(1, 1 + len(numeric), figsize=(4.2 * (1 + len(numeric)), 3.4), squeeze=False)
         axes = axes.ravel()
-        share = ok.groupby(p)["reproduced"].mean()
-        axes[0].bar([str(i) for i in share.index], share.values)
+        share = ok.groupby(p)[verdict_cols].mean()
+        share.index = [str(i) for i in share.index]
+        share.plot.bar(ax=axes[0], rot=0, legend=False)
+        if len(verdict_cols) > 1:
+            axes[0].legend(fontsize=8, loc="lower left", framealpha=0.9)
         axes[0].set(xlabel=p, ylabel="share of runs reproduced", ylim=(0, 1.05), title="verdicts")
         for ax, col in zip(axes[1:], numeric):
             g = ok.groupby(p)[col]
             ax.errorbar([str(i) for i in g.mean().index], g.mean().values, yerr=g.std().fillna(0).values,
                         marker="o", capsize=3)
-            ax.set(xlabel=p, ylabel=col, title="mean ± sd over the other parameters")
+            ax.set(xlabel=p, ylabel=col, title="mean ± sd over the rest")
         fig.tight_layout()
         path = out / f"summary-{re.sub(r'[^A-Za-z0-9_.-]+', '_', p)}.png"
         fig.savefig(path)

@@ -47,6 +47,21 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator, device=No
             yield perm[i:i + batch_size]
 
 
+def ensemble_batch_indices(n: int, batch_size: int, seeds: Sequence[int], device=None) -> torch.Tensor:
+    """The streams of :func:`batch_indices` for every seed, stacked: an endless stream of (N, batch)
+    index tensors. Model i sees exactly the batches ``batch_indices(n, batch_size, Generator(seeds[i]))``
+    gives; the permutations are drawn once per epoch, so a step costs one slice, not N Python calls."""
+    if batch_size >= n:
+        full = torch.arange(n, device=device).expand(len(seeds), n)
+        while True:
+            yield full
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    while True:
+        perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield perms[:, i:i + batch_size]
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> dict:
     """Mean cross-entropy and accuracy of ``model`` on (x, y)."""
@@ -169,7 +184,7 @@ def train_ensemble(build: Callable[[], nn.Module], seeds: Sequence[int], x: torc
     if per_model and (x.shape[0] != len(seeds) or y.shape[:2] != (len(seeds), n_data)):
         raise ValueError(f"per_model needs x of shape (N, n, ...) and y of shape (N, n) with N={len(seeds)} models.")
     per_model_y = y.dim() == 2 and y.shape[0] == len(seeds) and y.shape[1] == n_data
-    streams = [batch_indices(n_data, batch_size, torch.Generator().manual_seed(s), x.device) for s in seeds]
+    stream = ensemble_batch_indices(n_data, batch_size, seeds, x.device)
     rows_of = torch.arange(len(seeds), device=x.device)[:, None]
 
     def step_loss(params, buffers, xb, yb):
@@ -179,7 +194,7 @@ def train_ensemble(build: Callable[[], nn.Module], seeds: Sequence[int], x: torc
     rows, eval_sets = [], eval_sets or {}
     bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress, mininterval=1.0)
     for step in bar:
-        idx = torch.stack([next(s) for s in streams])  # (N, batch)
+        idx = next(stream)  # (N, batch)
         yb = torch.gather(y, 1, idx) if per_model_y else y[idx]
         xb = x[rows_of, idx] if per_model else x[idx]
         losses = batched_loss(ens.params, ens.buffers, xb, yb)

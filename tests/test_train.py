@@ -86,3 +86,15 @@ def test_per_model_data_equals_separate_training():
         m = MLP(10, 16, 1, 3)
         train(m, xi, yi, steps=20, lr=0.1, batch_size=32, seed=[3, 4][i], progress=False)
         assert evaluate(m, xi, yi)["acc"] == pytest.approx(hist[hist.seed == [3, 4][i]].acc.item())
+
+
+def test_ensemble_batch_stream_matches_per_seed_streams():
+    from repro.train import batch_indices, ensemble_batch_indices
+    seeds = [3, 7, 11]
+    stacked = ensemble_batch_indices(50, 16, seeds)
+    singles = [batch_indices(50, 16, torch.Generator().manual_seed(s)) for s in seeds]
+    for _ in range(10):  # several epochs (3 batches each, the partial batch dropped)
+        idx = next(stacked)
+        assert idx.shape == (3, 16)
+        for i, stream in enumerate(singles):
+            assert torch.equal(idx[i], next(stream))

@@ -67,7 +67,7 @@ def execute(path: str | Path, profile: str = "quick", out: str | Path | None = N
     path, out = Path(path), Path(out or path)
     old = os.environ.get("REPRO_PROFILE")
     os.environ["REPRO_PROFILE"] = profile
-    fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=out.parent)
+    fd, tmp = tempfile.mkstemp(prefix="_running-", suffix=".ipynb", dir=out.parent)  # "_": not a chapter
     os.close(fd)
     try:
         pm.execute_notebook(str(path), tmp, parameters=parameters or {}, cwd=str(path.parent),

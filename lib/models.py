@@ -173,3 +173,68 @@ def random_mlp_preactivations(x: torch.Tensor, width: int, depth: int, act: str 
     if tangent is not None:
         out["dz"] = torch.stack(dzs)
     return out
+
+
+def lenet_300_100(d_in: int = 784, num_classes: int = 10, hidden=(300, 100), init: str = "glorot") -> MLP:
+    """LeNet-300-100 (LeCun et al., 1998) as in the lottery-ticket paper: an :class:`MLP` with fully
+    connected layers d_in -> 300 -> 100 -> classes and ReLU. ``init="glorot"`` draws the weights from
+    the Gaussian Glorot distribution N(0, 2 / (fan_in + fan_out)) with zero biases (the paper's
+    choice); ``"torch"`` keeps torch's default. Parameters are named ``layers.0.weight``, ``layers.0.bias``, ...
+    """
+    check_choice("init", init, ("glorot", "torch"))
+    check_positive("d_in", d_in, integer=True)
+    check_positive("num_classes", num_classes, integer=True)
+    for h in hidden:
+        check_positive("hidden", h, integer=True)
+    dims = [d_in, *hidden, num_classes]
+    model = MLP(d_in, 1, 0, 1)  # reuse MLP's forward (flatten, ReLU between layers) with custom layers
+    model.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+    if init == "glorot":
+        for layer in model.layers:
+            nn.init.xavier_normal_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return model
+
+
+class ResidualBlock(nn.Module):
+    """He et al.'s basic block for vectors: ``relu(bn(W2 relu(bn(W1 h))) + h)``; with ``skip=False``
+    the identity shortcut is removed and everything else stays (``relu(bn(W2 relu(bn(W1 h))))``)."""
+
+    def __init__(self, width: int, skip: bool = True, batch_norm: bool = True):
+        super().__init__()
+        self.fc1 = nn.Linear(width, width, bias=not batch_norm)
+        self.fc2 = nn.Linear(width, width, bias=not batch_norm)
+        self.bn1 = nn.BatchNorm1d(width) if batch_norm else nn.Identity()
+        self.bn2 = nn.BatchNorm1d(width) if batch_norm else nn.Identity()
+        self.skip = skip
+
+    def forward(self, h):
+        out = self.bn2(self.fc2(torch.relu(self.bn1(self.fc1(h)))))
+        return torch.relu(out + h) if self.skip else torch.relu(out)
+
+
+class ResidualMLP(nn.Module):
+    """A fully connected ResNet: a linear stem (d_in -> width, batch norm, ReLU), ``blocks`` residual
+    blocks (:class:`ResidualBlock`) and a linear head; ``2 * blocks + 2`` weight layers in all.
+
+    ``skip=False`` gives the same network with every shortcut removed (the "noshort" networks of
+    Li et al., 2018), so the two differ only in the skips. Inputs are flattened.
+    """
+
+    def __init__(self, d_in: int, width: int, blocks: int, d_out: int, skip: bool = True, batch_norm: bool = True):
+        super().__init__()
+        for name, v in (("d_in", d_in), ("width", width), ("d_out", d_out)):
+            check_positive(name, v, integer=True)
+        check_positive("blocks", blocks, integer=True, allow_zero=True)
+        self.stem = nn.Sequential(nn.Linear(d_in, width, bias=not batch_norm),
+                                  nn.BatchNorm1d(width) if batch_norm else nn.Identity(), nn.ReLU())
+        self.blocks = nn.Sequential(*[ResidualBlock(width, skip, batch_norm) for _ in range(blocks)])
+        self.head = nn.Linear(width, d_out)
+
+    @property
+    def depth(self) -> int:
+        """Number of weight layers."""
+        return 2 * len(self.blocks) + 2
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x.flatten(1))))

@@ -185,3 +185,101 @@ def modular_arithmetic(p: int, op: str = "+", train_fraction: float = 0.5, seed:
     dev = device or torch.device("cpu")
     t = lambda v: torch.as_tensor(v, dtype=torch.long, device=dev)  # noqa: E731
     return Split(t(x[tr]), t(c[tr]), t(x[te]), t(c[te]))
+
+
+# --- Randomization tests (Zhang et al., 2017): corrupted labels and inputs --------------------------------------
+
+def _draw_on(x: torch.Tensor, generator: torch.Generator | None):
+    """The device to draw random numbers on: the generator's (torch needs them to match), else x's."""
+    return generator.device if generator is not None else x.device
+
+
+def corrupt_labels(y: torch.Tensor, fraction: float, num_classes: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Partially corrupted labels as in Zhang et al. (2017): independently with probability ``fraction``
+    each label is replaced by a class drawn uniformly from ``num_classes``. A replacement may equal the
+    true class by chance, so the expected share of wrong labels is ``fraction * (1 - 1/num_classes)``;
+    ``fraction=1`` gives completely random labels. Returns a new tensor on y's device."""
+    from .runtime import check_positive, check_range
+    check_range("fraction", fraction, 0.0, 1.0)
+    check_positive("num_classes", num_classes, integer=True)
+    dev = _draw_on(y, generator)
+    flip = torch.rand(y.shape, generator=generator, device=dev) < fraction
+    new = torch.randint(0, num_classes, y.shape, generator=generator, device=dev)
+    return torch.where(flip.to(y.device), new.to(y.device, y.dtype), y)
+
+
+def shuffle_pixels(x: torch.Tensor, generator: torch.Generator | None = None,
+                   perm: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """"Shuffled pixels": one random permutation of the features (dim 1 of a flattened (n, d) tensor)
+    applied to every row. Returns (shuffled x, the permutation); pass ``perm`` back to shuffle a test
+    set the same way."""
+    if perm is None:
+        perm = torch.randperm(x.shape[1], generator=generator, device=_draw_on(x, generator))
+    perm = perm.to(x.device)
+    return x[:, perm], perm
+
+
+def random_pixels(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """"Random pixels": an independent random permutation of the features of every row of (n, d) x,
+    so each image keeps its pixel values but loses all spatial structure."""
+    keys = torch.rand(x.shape, generator=generator, device=_draw_on(x, generator))
+    return torch.gather(x, 1, keys.argsort(dim=1).to(x.device))
+
+
+def gaussian_pixels(x: torch.Tensor, generator: torch.Generator | None = None, mean=None, std=None) -> torch.Tensor:
+    """"Gaussian": inputs of x's shape drawn i.i.d. from a normal distribution with the mean and the
+    standard deviation of all of x's entries (the paper matches the dataset's mean and variance), or
+    with the given ``mean`` and ``std`` (to draw a test set with the training set's statistics)."""
+    mean = x.mean() if mean is None else mean
+    std = x.std() if std is None else std
+    z = torch.randn(x.shape, generator=generator, device=_draw_on(x, generator), dtype=x.dtype).to(x.device)
+    return mean + std * z
+
+
+def standardize_per_image(x: torch.Tensor) -> torch.Tensor:
+    """Per-image whitening as in TensorFlow's ``per_image_standardization``: each row of (n, d) x minus
+    its mean, divided by max(its standard deviation, 1/sqrt(d)) (so constant rows do not blow up)."""
+    d = x.shape[1]
+    mean = x.mean(1, keepdim=True)
+    std = x.std(1, keepdim=True, unbiased=False).clamp_min(1.0 / d ** 0.5)
+    return (x - mean) / std
+
+
+# --- Two Dirichlet classes on the sphere (Radhakrishnan, Belkin and Uhler, 2023): a problem with a known Bayes rule ---
+
+def dirichlet_sphere(n: int, alpha_pos, alpha_neg, prior_pos: float = 0.4, seed: int = 0, stratified: bool = False,
+                     device=None):
+    """Two classes drawn from Dirichlet distributions on the simplex and projected radially onto the unit
+    sphere, as in the released code of Radhakrishnan, Belkin and Uhler (2023).
+
+    Class +1 (probability ``prior_pos``) has Dirichlet(``alpha_pos``), class -1 Dirichlet(``alpha_neg``);
+    a simplex point s is mapped to s / |s|. The projection is a bijection onto the positive orthant of
+    the sphere, so the Bayes rule is the one on the simplex. ``stratified`` makes the class counts exactly
+    round(prior_pos * n) and the rest (instead of binomial). Returns (X, y, eta): float64 inputs of unit
+    norm (n, len(alpha)), int64 labels in {-1, +1}, and eta = P(y = +1 | x), from which the Bayes
+    classifier sign(2 eta - 1), its error E[min(eta, 1 - eta)] and any classifier's conditional error
+    are computed exactly.
+    """
+    from scipy.stats import dirichlet
+    from .runtime import check_positive, check_range
+    check_positive("n", n, integer=True)
+    check_range("prior_pos", prior_pos, 0.0, 1.0)
+    a1, a2 = np.asarray(alpha_pos, dtype=float), np.asarray(alpha_neg, dtype=float)
+    if a1.shape != a2.shape or a1.ndim != 1 or len(a1) < 2 or (a1 <= 0).any() or (a2 <= 0).any():
+        raise ValueError("alpha_pos and alpha_neg must be positive vectors of the same length >= 2.")
+    rng = np.random.default_rng(seed)
+    n_pos = int(round(prior_pos * n)) if stratified else int(rng.binomial(n, prior_pos))
+    s = np.concatenate([rng.dirichlet(a1, n_pos), rng.dirichlet(a2, n - n_pos)])
+    y = np.concatenate([np.ones(n_pos, dtype=np.int64), -np.ones(n - n_pos, dtype=np.int64)])
+    perm = rng.permutation(n)
+    s, y = s[perm], y[perm]
+    s = np.clip(s, 1e-300, None)
+    s = s / s.sum(1, keepdims=True)
+    logp = np.log(prior_pos) + dirichlet.logpdf(s.T, a1) if prior_pos > 0 else np.full(n, -np.inf)
+    logq = np.log(1 - prior_pos) + dirichlet.logpdf(s.T, a2) if prior_pos < 1 else np.full(n, -np.inf)
+    eta = 1 / (1 + np.exp(np.clip(logq - logp, -700, 700)))
+    x = s / np.linalg.norm(s, axis=1, keepdims=True)
+    dev = device or torch.device("cpu")
+    return (torch.tensor(x, dtype=torch.float64, device=dev), torch.tensor(y, device=dev),
+            torch.tensor(eta, dtype=torch.float64, device=dev))

@@ -238,3 +238,172 @@ class ResidualMLP(nn.Module):
 
     def forward(self, x):
         return self.head(self.blocks(self.stem(x.flatten(1))))
+
+
+class StackedTransformer(nn.Module):
+    """``N`` independent :class:`SmallTransformer` models with stacked parameters, run as one model.
+
+    ``StackedTransformer([SmallTransformer(...) for _ in range(N)])`` copies the models' weights (so
+    member ``i`` starts exactly where model ``i`` did) and computes the same last-position logits with
+    batched matrix products, for inputs ``idx`` of shape (batch, T) shared by all members or (N, batch, T),
+    one set per member: the output is (N, batch, n_out). It also computes less than the models would:
+    the first layer's attention projections depend only on (token, position), so they are computed once
+    on the embedding table and looked up, and the last layer computes its query, attention output and
+    MLP at the last position only. For short sequences (modular arithmetic, ``[a, b, =]``) this is
+    several times faster than running the models, which is what makes grokking fit a CPU budget.
+    An element-wise optimizer (SGD, Adam, AdamW) on ``parameters()`` trains the members independently.
+    ``unstack(i)`` returns member ``i`` as an ordinary :class:`SmallTransformer`.
+    """
+
+    def __init__(self, models):
+        super().__init__()
+        import copy
+
+        from torch.func import stack_module_state
+
+        models = list(models)
+        if not models or not all(isinstance(m, SmallTransformer) for m in models):
+            raise ParameterError("models must be a non-empty list of SmallTransformer models of one configuration.")
+        if any(b.attn.dropout > 0 for m in models for b in m.blocks):
+            raise ParameterError("models must have dropout 0 (StackedTransformer has no dropout).")
+        params, _ = stack_module_state(models)
+        self.names = list(params)
+        self.weights = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(v.detach().clone())
+                                         for k, v in params.items()})
+        self.template = [copy.deepcopy(models[0]).to("meta")]  # a list, so it is not a submodule
+        self.n = len(models)
+        self.n_layers = len(models[0].blocks)
+        self.n_heads = models[0].blocks[0].attn.num_heads
+        self.causal = [b.causal for b in models[0].blocks]
+        self.eps = models[0].ln.eps
+
+    def param(self, name: str) -> torch.Tensor:
+        """The stacked parameter (N, ...) that is ``name`` in a SmallTransformer (e.g. ``out.weight``)."""
+        return self.weights[name.replace(".", "__")]
+
+    def unstack(self, i: int) -> SmallTransformer:
+        """Member ``i`` as an ordinary SmallTransformer (a copy of its current weights)."""
+        import copy
+
+        model = copy.deepcopy(self.template[0]).to_empty(device=self.param("pos").device)
+        model.load_state_dict({k: self.param(k)[i].detach().clone() for k in self.names})
+        return model
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        N, L, H = self.n, self.n_layers, self.n_heads
+        if idx.dim() == 2:
+            idx = idx.expand(N, *idx.shape)
+        if idx.dim() != 3 or idx.shape[0] != N:
+            raise ValueError(f"idx must have shape (batch, T) or ({N}, batch, T); got {tuple(idx.shape)}.")
+        B, T = idx.shape[1:]
+        dev = idx.device
+        rows = torch.arange(N, device=dev)[:, None]
+        tok, pos = self.param("tok.weight"), self.param("pos")
+        d = tok.shape[-1]
+        dh = d // H
+
+        def ln(x, name):  # layer norm with per-member affine parameters; x: (N, ..., d)
+            shape = (N,) + (1,) * (x.dim() - 2) + (d,)
+            return torch.addcmul(self.param(name + ".bias").view(shape), nn.functional.layer_norm(x, (d,), eps=self.eps),
+                                 self.param(name + ".weight").view(shape))
+
+        def lin(x, name):  # per-member linear layer; x: (N, ..., d_in)
+            w, b = self.param(name + ".weight"), self.param(name + ".bias")
+            y = torch.baddbmm(b[:, None, :], x.reshape(N, -1, x.shape[-1]), w.transpose(1, 2))
+            return y.view(*x.shape[:-1], w.shape[1])
+
+        def attend(q, k, v, causal):  # q: (N, B, Tq, d); k, v: (N, B, T, d)
+            Tq = q.shape[2]
+            q = q.reshape(N, B, Tq, H, dh).transpose(2, 3)
+            k = k.reshape(N, B, T, H, dh).transpose(2, 3)
+            v = v.reshape(N, B, T, H, dh).transpose(2, 3)
+            if Tq == 1:  # one query: element-wise products beat many tiny matrix products
+                a = ((q * k).sum(-1, keepdim=True) / math.sqrt(dh)).softmax(-2)
+                return (a * v).sum(-2).reshape(N, B, 1, d)
+            s = q @ k.transpose(-1, -2) / math.sqrt(dh)
+            if causal:
+                s = s.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool, device=dev), 1), float("-inf"))
+            return (s.softmax(-1) @ v).transpose(2, 3).reshape(N, B, Tq, d)
+
+        for l in range(L):
+            pre = f"blocks.{l}."
+            last = l == L - 1
+            w_in, b_in = self.param(pre + "attn.in_proj_weight"), self.param(pre + "attn.in_proj_bias")
+            if l == 0:  # the input at position t depends only on (token, t): project the table once
+                table = ln(tok[:, :, None] + pos[:, None, :T], pre + "ln1")                  # (N, V, T, d)
+                qkv = (torch.einsum("nvtd,ned->nvte", table, w_in) + b_in[:, None, None]).flatten(1, 2)
+                cell = idx * T + torch.arange(T, device=dev)                                 # (N, B, T)
+                k, v = qkv[rows[..., None], cell, d:].split(d, -1)
+                if last:
+                    q = qkv[rows, cell[:, :, -1], :d][:, :, None]
+                    x = (tok[rows, idx[:, :, -1]] + pos[:, None, T - 1])[:, :, None]
+                else:
+                    q = qkv[rows[..., None], cell, :d]
+                    x = tok[rows[..., None], idx] + pos[:, None, :T]
+            else:
+                h = ln(x, pre + "ln1")
+                q, k, v = torch.baddbmm(b_in[:, None], h.reshape(N, B * T, d), w_in.transpose(1, 2)) \
+                    .view(N, B, T, 3 * d).split(d, -1)
+                if last:
+                    q, x = q[:, :, -1:], x[:, :, -1:]
+            x = x + lin(attend(q, k, v, self.causal[l] and not last), pre + "attn.out_proj")
+            x = x + lin(nn.functional.gelu(lin(ln(x, pre + "ln2"), pre + "mlp.0")), pre + "mlp.2")
+        return lin(ln(x[:, :, -1], "ln"), "out")
+
+
+class MaxoutMLP(nn.Module):
+    """A fully connected maxout network (Goodfellow et al., 2013): each hidden unit is the maximum of
+    ``pieces`` affine functions of the layer's input, h_j = max_k (W x + b)_{j,k}; ``depth`` hidden layers
+    of ``width`` units, then a linear output layer. Inputs are flattened. Parameters keep torch's
+    default initialization (seed first)."""
+
+    def __init__(self, d_in: int, width: int, depth: int, d_out: int, pieces: int = 3):
+        super().__init__()
+        for name, v in (("d_in", d_in), ("width", width), ("depth", depth), ("d_out", d_out), ("pieces", pieces)):
+            check_positive(name, v, integer=True)
+        dims = [d_in] + [width] * depth
+        self.pieces = pieces
+        self.hidden = nn.ModuleList(nn.Linear(a, b * pieces) for a, b in zip(dims[:-1], dims[1:]))
+        self.out = nn.Linear(width, d_out)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        for layer in self.hidden:
+            z = layer(x)  # units are contiguous blocks of `pieces` outputs
+            x = z.view(*z.shape[:-1], -1, self.pieces).amax(-1)
+        return self.out(x)
+
+
+class LSTMClassifier(nn.Module):
+    """A one-layer LSTM that reads a sequence and classifies it from its last hidden state.
+
+    The input (batch, length * d_in) or (batch, length, d_in) is read ``chunk`` time steps at a time
+    (each step sees ``chunk * d_in`` numbers), so a length-40 signal with ``chunk=4`` is 10 steps. The
+    cell is written out (the gate order i, f, g, o and the equations of ``torch.nn.LSTM``, one bias),
+    so that it runs under ``torch.func.vmap`` (``train_ensemble``, ``landscape.evaluate_stacked``),
+    which ``nn.LSTM`` does not."""
+
+    def __init__(self, d_in: int, hidden: int, d_out: int, chunk: int = 1):
+        super().__init__()
+        for name, v in (("d_in", d_in), ("hidden", hidden), ("d_out", d_out), ("chunk", chunk)):
+            check_positive(name, v, integer=True)
+        self.hidden_size, self.step_in = hidden, d_in * chunk
+        self.ih = nn.Linear(self.step_in, 4 * hidden)
+        self.hh = nn.Linear(hidden, 4 * hidden, bias=False)
+        self.out = nn.Linear(hidden, d_out)
+
+    def forward(self, x):
+        B = x.shape[0]
+        if x.reshape(B, -1).shape[1] % self.step_in:
+            raise ValueError(f"the input length must be a multiple of chunk * d_in = {self.step_in}; "
+                             f"got {x.reshape(B, -1).shape[1]}.")
+        gx = self.ih(x.reshape(B, -1, self.step_in))  # (B, T, 4H): the input's share of every gate at once
+        H = self.hidden_size
+        h = gx.new_zeros(B, H)
+        c = gx.new_zeros(B, H)
+        for t in range(gx.shape[1]):
+            gates = gx[:, t] + self.hh(h)
+            s = torch.sigmoid(gates)
+            c = s[:, H:2 * H] * c + s[:, :H] * torch.tanh(gates[:, 2 * H:3 * H])
+            h = s[:, 3 * H:] * torch.tanh(c)
+        return self.out(h)

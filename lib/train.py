@@ -210,3 +210,108 @@ def train_ensemble(build: Callable[[], nn.Module], seeds: Sequence[int], x: torc
             bar.set_postfix(mean_batch_loss=f"{losses.mean().item():.3f}")
     bar.close()
     return ens, pd.DataFrame(rows)
+
+
+def train_on_subsets(model, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, *, steps: int, lr: float,
+                     batch_size=None, optimizer: str = "adamw", weight_decay: float = 0.0, momentum: float = 0.0,
+                     betas=(0.9, 0.999), warmup_steps: int = 0, seed: int = 0, eval_every: int = 0,
+                     eval_batch: int = 8192, params=None, stop_when: Callable[[pd.DataFrame], bool] | None = None,
+                     progress: bool = True, desc: str = "training on subsets") -> pd.DataFrame:
+    """Train N models at once, model ``i`` on its own subset of one data set, and track both halves.
+
+    ``masks`` (N, n) is boolean: ``masks[i]`` marks model i's training examples among the n rows of
+    (x, y); the other rows are its validation set. ``model`` maps per-model inputs (N, m, ...) to
+    outputs (N, m, classes): a :class:`repro.models.StackedTransformer`, or for an :class:`Ensemble`
+    ``lambda xb: ens.outputs(xb, per_model=True)`` with ``params=ens.params.values()``.
+
+    Each step every model takes one optimizer step on the mean cross-entropy over a minibatch of its
+    own training examples: all of them (``batch_size=None``, full batch), or ``batch_size`` of them
+    (an int, or one int per model), drawn in shuffled epochs from a generator seeded ``seed + i``.
+    The batches may differ in size (they are padded, the padding weighted zero), so with an
+    element-wise optimizer (SGD, Adam, AdamW) this is exactly training the N models one after another.
+    The learning rate rises linearly over the first ``warmup_steps`` steps. Every ``eval_every`` steps
+    (and at the last) all models are evaluated on all n rows; the history has one row per model and
+    evaluation: step, model, train_loss, train_acc, val_loss, val_acc, and weight_norm (the L2 norm of
+    the model's parameters, when they are stacked with the models along the first axis). ``stop_when``
+    receives the rows of each evaluation as a DataFrame and may end training early.
+    """
+    check_positive("steps", steps, integer=True)
+    check_positive("warmup_steps", warmup_steps, integer=True, allow_zero=True)
+    masks = torch.as_tensor(masks, dtype=torch.bool, device=x.device)
+    if masks.dim() != 2 or masks.shape[1] != len(x) or len(y) != len(x):
+        raise ValueError(f"masks must have shape (N, {len(x)}) for {len(x)} examples, and y one label per example.")
+    if not bool(masks.any(1).all()):
+        raise ValueError("every model needs at least one training example (a row of masks is all False).")
+    N = masks.shape[0]
+    params = list(model.parameters() if params is None else params)
+    opt = make_optimizer(optimizer, params, lr, weight_decay, momentum, betas)
+    train_rows = [masks[i].nonzero()[:, 0] for i in range(N)]
+    n_train = masks.sum(1)
+    if batch_size is None:
+        sizes = [len(r) for r in train_rows]
+    else:
+        sizes = list(batch_size) if isinstance(batch_size, (list, tuple)) else [batch_size] * N
+        if len(sizes) != N:
+            raise ValueError(f"batch_size must be one int or one per model ({N}); got {len(sizes)}.")
+        for b in sizes:
+            check_positive("batch_size", b, integer=True)
+        sizes = [min(b, len(r)) for b, r in zip(sizes, train_rows)]
+    b_max = max(sizes)
+    weight = torch.zeros(N, b_max, device=x.device)
+    for i, b in enumerate(sizes):
+        weight[i, :b] = 1.0 / b
+    streams = [batch_indices(len(r), b, torch.Generator().manual_seed(seed + i), x.device)
+               for i, (r, b) in enumerate(zip(train_rows, sizes))]
+
+    def next_batch():
+        idx = torch.empty(N, b_max, dtype=torch.long, device=x.device)
+        for i, (r, stream) in enumerate(zip(train_rows, streams)):
+            sel = r[next(stream)]
+            idx[i, :len(sel)] = sel
+            idx[i, len(sel):] = sel[0]  # padding: a real example, weighted zero
+        return idx
+
+    fixed = next_batch() if batch_size is None else None  # full batch: the same rows every step
+    n_val = (~masks).sum(1).clamp(min=1)
+    stacked = all(p.dim() > 0 and p.shape[0] == N for p in params)
+
+    @torch.no_grad()
+    def evaluate_all():
+        losses, correct = [], []
+        for i in range(0, len(x), eval_batch):
+            xs, ys = x[i:i + eval_batch], y[i:i + eval_batch]
+            out = model(xs.expand(N, *xs.shape))
+            losses.append(F.cross_entropy(out.flatten(0, 1), ys.repeat(N), reduction="none").view(N, -1))
+            correct.append(out.argmax(-1) == ys)
+        loss, correct, m = torch.cat(losses, 1), torch.cat(correct, 1), masks.float()
+        nan = torch.full((N,), float("nan"), device=x.device)
+        has_val = (~masks).any(1)
+        res = {"train_loss": (loss * m).sum(1) / n_train, "train_acc": (correct * m).sum(1) / n_train,
+               "val_loss": torch.where(has_val, (loss * (1 - m)).sum(1) / n_val, nan),
+               "val_acc": torch.where(has_val, (correct * (1 - m)).sum(1) / n_val, nan)}
+        if stacked:
+            res["weight_norm"] = sum(p.detach().flatten(1).pow(2).sum(1) for p in params).sqrt()
+        return res
+
+    rows = []
+    bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress, mininterval=1.0)
+    for step in bar:
+        if warmup_steps:
+            for group in opt.param_groups:
+                group["lr"] = lr * min(1.0, step / warmup_steps)
+        idx = fixed if fixed is not None else next_batch()
+        out = model(x[idx])
+        loss = (F.cross_entropy(out.flatten(0, 1), y[idx].flatten(), reduction="none").view(N, b_max) * weight).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # the models share no parameters: each gets the gradient of its own mean loss
+        opt.step()
+        if eval_every and (step % eval_every == 0 or step == steps):
+            new = pd.DataFrame({"step": step, "model": range(N),
+                                **{k: v.tolist() for k, v in evaluate_all().items()}})
+            rows.append(new)
+            bar.set_postfix(train_acc=f"{new.train_acc.mean():.2f}", val_acc=f"{new.val_acc.mean():.2f}")
+            if stop_when is not None and stop_when(new):
+                break
+    bar.close()
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["step", "model", "train_loss", "train_acc", "val_loss", "val_acc"])

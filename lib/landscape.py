@@ -221,3 +221,155 @@ def curvature_at_origin(alphas, losses, width: float | None = None) -> float:
     if keep.sum() < 3:
         raise ValueError("need at least three points within the fitting window.")
     return float(2 * np.polyfit(a[keep], f[keep], 2)[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# The straight path from initialization to solution (Goodfellow, Vinyals and Saxe, 2015)
+# --------------------------------------------------------------------------------------------------
+
+def initial_weights(build, seeds, device=None) -> dict:
+    """The stacked initial parameters (name -> (N, *shape)) of the models ``train_ensemble(build, seeds, ...)``
+    starts from: model i is ``build()`` right after ``torch.manual_seed(seeds[i])``. Together with the
+    trained ``Ensemble.params`` they are the two ends of every member's straight path; :func:`interpolate`
+    takes such stacked dicts as they are and returns (len(alphas), N, *shape)."""
+    from torch.func import stack_module_state
+    models = []
+    for s in seeds:
+        torch.manual_seed(s)
+        models.append(build().to(device))
+    return {k: v.detach() for k, v in stack_module_state(models)[0].items()}
+
+
+@torch.no_grad()
+def evaluate_sequential(model: nn.Module, params: Params, data, loss_fn=F.cross_entropy,
+                        batch_size: int = 4096) -> dict:
+    """The same as :func:`evaluate_stacked` (mean loss and accuracy at each of K stacked parameter sets),
+    one parameter set at a time without ``vmap``. On a CPU this is the faster choice for convolutions
+    and for recurrent networks that loop over time, whose batched-weight rules cost more than they save."""
+    x, y = data
+    K = next(iter(params.values())).shape[0]
+    fixed = {k: v.detach() for k, v in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items()
+             if k not in params}
+    was_training = model.training
+    model.eval()
+    classify = not y.is_floating_point()
+    loss = torch.zeros(K, dtype=torch.float64)
+    correct = torch.zeros(K, dtype=torch.float64)
+    try:
+        for k in range(K):
+            p = {**fixed, **{n: v[k] for n, v in params.items()}}
+            for i in range(0, len(x), batch_size):
+                out = functional_call(model, (p,), (x[i:i + batch_size],))
+                yb = y[i:i + batch_size]
+                loss[k] += loss_fn(out, yb, reduction="none").reshape(len(yb), -1).sum().double().cpu()
+                if classify:
+                    correct[k] += (out.argmax(-1) == yb).sum().double().cpu()
+    finally:
+        model.train(was_training)
+    acc = correct / len(x) if classify else torch.full((K,), float("nan"), dtype=torch.float64)
+    return {"loss": loss / len(x), "acc": acc}
+
+
+def _window(alphas, losses, lo: float, hi: float):
+    a = np.asarray(alphas, dtype=np.float64)
+    f = np.asarray(losses, dtype=np.float64)
+    if f.shape[-1] != len(a):
+        raise ValueError(f"losses must end in an axis of len(alphas) = {len(a)}; got shape {f.shape}.")
+    keep = (a >= lo - 1e-9) & (a <= hi + 1e-9)
+    if keep.sum() < 2:
+        raise ValueError(f"need at least two alphas within [{lo}, {hi}].")
+    return a[keep], f[..., keep]
+
+
+def monotonicity_gap(alphas, losses, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
+    """The largest rise of a 1-D loss curve over its running minimum, for alpha in [lo, hi]:
+
+        max over alpha of  L(alpha) - min_{lo <= alpha' <= alpha} L(alpha').
+
+    Zero exactly when the curve never goes up (is non-increasing) on the window; otherwise the height of
+    the highest bump met on the way. ``losses`` may have leading axes (one curve per row); the last axis
+    runs over ``alphas``. Returns an array of the leading shape (a float for one curve)."""
+    _, f = _window(alphas, losses, lo, hi)
+    return (f - np.minimum.accumulate(f, axis=-1)).max(-1)
+
+
+def barrier_height(alphas, losses) -> np.ndarray:
+    """The loss barrier on the segment between two points, alpha in [0, 1] (both ends must be sampled):
+
+        max over alpha of  L(alpha) - [(1 - alpha) L(0) + alpha L(1)],
+
+    the rise above the straight chord between the end losses (zero when the curve is convex or lies
+    below its chord). Leading axes of ``losses`` are kept, as in :func:`monotonicity_gap`."""
+    a, f = _window(alphas, losses, 0.0, 1.0)
+    if abs(a[0]) > 1e-9 or abs(a[-1] - 1) > 1e-9:
+        raise ValueError("barrier_height needs the losses at alpha = 0 and alpha = 1.")
+    chord = (1 - a) * f[..., :1] + a * f[..., -1:]
+    return (f - chord).max(-1)
+
+
+def trajectory_coordinates(snapshots: Params, start: Params, end: Params) -> dict:
+    """Coordinates of a training trajectory relative to the straight line from ``start`` to ``end``.
+
+    ``snapshots`` maps names to (T, *shape) (parameters at T moments of training); ``start`` and ``end``
+    map the same names to (*shape). With u = end - start and the residual r_t = theta_t - start - alpha_t u
+    orthogonal to u, returns numpy arrays
+
+    * ``alpha``: alpha_t = <theta_t - start, u> / |u|^2 (0 at start, 1 at end),
+    * ``beta``: |r_t| / |u|, the distance from the line in units of its length,
+    * ``beta_v``: <r_t, v> / |u|^2, the coordinate along ``direction`` below,
+
+    and ``direction``: v, the residual at the snapshot farthest from the line rescaled to length |u|
+    (name -> tensor), so that start + a u + b v for a grid of (a, b) is the plane through the line that
+    holds the trajectory's widest excursion (``loss_along`` with directions (u, v) evaluates it), and
+    ``u`` (name -> tensor). Inner products are taken in float64 over all named tensors."""
+    names = list(start)
+    if set(snapshots) != set(names) or set(end) != set(names):
+        raise ValueError("snapshots, start and end must name the same tensors.")
+    T = next(iter(snapshots.values())).shape[0]
+    s = torch.cat([start[k].detach().double().reshape(-1) for k in names])
+    e = torch.cat([end[k].detach().double().reshape(-1) for k in names])
+    th = torch.cat([snapshots[k].detach().double().reshape(T, -1) for k in names], dim=1)
+    u = e - s
+    uu = u.dot(u)
+    if uu == 0:
+        raise ValueError("start and end coincide: the line is not defined.")
+    d = th - s
+    alpha = d @ u / uu
+    r = d - alpha[:, None] * u
+    beta = r.norm(dim=1) / uu.sqrt()
+    t_max = int(beta.argmax())
+    v = r[t_max] / r[t_max].norm().clamp_min(1e-300) * uu.sqrt() if beta[t_max] > 0 else torch.zeros_like(u)
+    beta_v = r @ v / uu
+
+    def unflat(vec):
+        out, i = {}, 0
+        for k in names:
+            n = start[k].numel()
+            out[k] = vec[i:i + n].view(start[k].shape).to(start[k].dtype)
+            i += n
+        return out
+
+    return {"alpha": alpha.cpu().numpy(), "beta": beta.cpu().numpy(), "beta_v": beta_v.cpu().numpy(),
+            "direction": unflat(v), "u": unflat(u)}
+
+
+def train_with_snapshots(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, every: int, **train_kwargs):
+    """Train ``model`` with :func:`repro.train.train` (same arguments, same result) and keep a copy of its
+    parameters before the first step and every ``every`` steps (and after the last). Returns
+    (history, snapshots) with snapshots name -> (T, *shape) on the model's device."""
+    from .runtime import check_positive
+    from .train import train
+    check_positive("every", every, integer=True)
+    if train_kwargs.get("eval_every") not in (None, 0, every):
+        raise ValueError("train_with_snapshots evaluates every `every` steps; leave eval_every out.")
+    user_stop = train_kwargs.pop("stop_when", None)
+    shots = [weights_of(model)]
+    shots[0] = {k: v.clone() for k, v in shots[0].items()}
+
+    def keep(row):
+        shots.append({k: v.detach().clone() for k, v in model.named_parameters()})
+        return bool(user_stop(row)) if user_stop is not None else False
+
+    train_kwargs["eval_every"] = every
+    history = train(model, x, y, stop_when=keep, **train_kwargs)
+    return history, {k: torch.stack([s[k] for s in shots]) for k in shots[0]}

@@ -44,6 +44,14 @@ def test_every_chapter_is_in_the_table_of_contents():
     assert {f"notebooks/{p.stem}" for p in CHAPTERS} <= files
 
 
+def test_every_table_of_contents_entry_exists():
+    # jupyter-book -W fails on an entry without a file: a planned chapter is listed only once it exists
+    toc = yaml.safe_load(open(ch.ROOT / "_toc.yml"))
+    files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    missing = [f for f in files if not any((ch.ROOT / f).with_suffix(s).exists() for s in (".md", ".ipynb"))]
+    assert not missing, f"_toc.yml lists files that do not exist: {missing}"
+
+
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_bad_profile_fails_with_one_sentence(path, tmp_path):
     import papermill as pm

@@ -407,3 +407,21 @@ class LSTMClassifier(nn.Module):
             c = s[:, H:2 * H] * c + s[:, :H] * torch.tanh(gates[:, 2 * H:3 * H])
             h = s[:, 3 * H:] * torch.tanh(c)
         return self.out(h)
+
+class Gaussian(nn.Module):
+    """The Gaussian activation exp(-z^2) (Neural Redshift, Teney et al., 2024)."""
+
+    def forward(self, z):
+        return torch.exp(-z * z)
+
+
+class Sine(nn.Module):
+    """The sine activation sin(z) (SIREN-style; Neural Redshift, Teney et al., 2024)."""
+
+    def forward(self, z):
+        return torch.sin(z)
+
+
+ACTIVATIONS["gaussian"] = Gaussian
+ACTIVATIONS["sine"] = Sine
+

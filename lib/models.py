@@ -408,6 +408,7 @@ class LSTMClassifier(nn.Module):
             h = s[:, 3 * H:] * torch.tanh(c)
         return self.out(h)
 
+
 class Gaussian(nn.Module):
     """The Gaussian activation exp(-z^2) (Neural Redshift, Teney et al., 2024)."""
 
@@ -425,3 +426,32 @@ class Sine(nn.Module):
 ACTIVATIONS["gaussian"] = Gaussian
 ACTIVATIONS["sine"] = Sine
 
+
+class SequenceCNN(nn.Module):
+    """A small 1-D convolutional network for one-hot sequences (n, channels, length), the model family of
+    DeepLIFT's genomics experiments: convolutions of width ``kernel`` (no padding) each followed by a ReLU,
+    one max-pooling of width and stride ``pool``, a dense ReLU layer of ``hidden`` units and ``num_outputs``
+    logits (one per task; train them with a sigmoid cross-entropy). Every layer is its own module, so
+    attribution methods that hook modules (DeepLIFT, captum) see each nonlinearity."""
+
+    def __init__(self, in_channels: int = 4, length: int = 200, channels=(16, 16), kernel: int = 11, pool: int = 20,
+                 hidden: int = 32, num_outputs: int = 3):
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("length", length), ("kernel", kernel), ("pool", pool),
+                        ("hidden", hidden), ("num_outputs", num_outputs)):
+            check_positive(name, v, integer=True)
+        layers, c_in, L = [], in_channels, length
+        for c in channels:
+            check_positive("channels", c, integer=True)
+            layers += [nn.Conv1d(c_in, c, kernel), nn.ReLU()]
+            c_in, L = c, L - kernel + 1
+        if L < pool:
+            raise ParameterError(f"the sequence is too short for these layers: {L} positions are left for a pool of "
+                                 f"{pool}; use fewer or narrower convolutions, or a smaller pool.")
+        layers += [nn.MaxPool1d(pool)]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * (L // pool), hidden), nn.ReLU(),
+                                  nn.Linear(hidden, num_outputs))
+
+    def forward(self, x):
+        return self.head(self.features(x))

@@ -55,6 +55,9 @@ def is_stale(path: str | Path) -> bool:
     return nb.metadata.get("repro", {}).get("code_hash") != code_hash(nb)
 
 
+CELL_TIMEOUT_S = 1800  # no cell of any chapter comes near this at either profile
+
+
 def execute(path: str | Path, profile: str = "quick", out: str | Path | None = None, parameters: dict | None = None,
             progress: bool = True) -> Path:
     """Run a chapter with papermill at ``profile`` and stamp its code hash; write to ``out`` (default: in place).
@@ -70,8 +73,10 @@ def execute(path: str | Path, profile: str = "quick", out: str | Path | None = N
     fd, tmp = tempfile.mkstemp(prefix="_running-", suffix=".ipynb", dir=out.parent)  # "_": not a chapter
     os.close(fd)
     try:
+        # a per-cell limit turns a rare nbclient stall (a lost reply around widget cells under heavy load,
+        # jupyter/nbclient#312) into an error that a sweep records and moves past, instead of a hang
         pm.execute_notebook(str(path), tmp, parameters=parameters or {}, cwd=str(path.parent),
-                            progress_bar=progress, kernel_name="python3")
+                            progress_bar=progress, kernel_name="python3", execution_timeout=CELL_TIMEOUT_S)
         nb = read(tmp)
         nb.metadata.pop("papermill", None)
         for cell in nb.cells:

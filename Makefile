@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+CHAPTERS := $(filter-out notebooks/_%,$(wildcard notebooks/*.ipynb))  # "_running-*": a run in progress
 
 .PHONY: book test unit nbval bench status clean setup data sweep-example
 
@@ -37,10 +38,10 @@ unit: $(STAMP)
 	$(PY) -m pytest -q tests
 
 nbval: $(STAMP)
-	REPRO_PROFILE=quick $(PY) -m pytest -q --nbval-lax --nbval-current-env $(wildcard notebooks/*.ipynb)
+	REPRO_PROFILE=quick $(PY) -m pytest -q --nbval-lax --nbval-current-env $(CHAPTERS)
 
 test: $(STAMP)
-	REPRO_PROFILE=quick $(PY) -m pytest -q tests --nbval-lax --nbval-current-env $(wildcard notebooks/*.ipynb)
+	REPRO_PROFILE=quick $(PY) -m pytest -q tests --nbval-lax --nbval-current-env $(CHAPTERS)
 
 bench: $(STAMP)
 	$(PY) -m repro.bench

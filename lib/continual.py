@@ -129,11 +129,7 @@ def train_continual(build, seeds: Sequence[int], lam: Sequence[float], importanc
     check_positive("evals_per_task", evals_per_task, integer=True)
     check_choice("fisher", fisher, FISHERS)
     dev = x.device
-    models = []
-    for s in seeds:
-        torch.manual_seed(s)
-        models.append(build().to(dev))
-    ens = Ensemble(models)
+    ens = Ensemble.from_seeds(build, seeds, dev)
     lam_t = torch.tensor(lam, dtype=torch.float32, device=dev)
     opt = torch.optim.SGD(list(ens.params.values()), lr=lr)
     stream = ensemble_batch_indices(len(x), batch_size, seeds, dev)

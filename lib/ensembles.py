@@ -119,12 +119,7 @@ def train_joint_ensemble(build: Callable[[], nn.Module], member_seeds: Sequence[
     if M < 1 or any(len(s) != M for s in member_seeds):
         raise ParameterError("member_seeds must list the same number (>= 1) of member seeds for every ensemble.")
     batch_seeds = list(batch_seeds) if batch_seeds is not None else [s[0] for s in member_seeds]
-    models = []
-    for seeds in member_seeds:
-        for s in seeds:
-            torch.manual_seed(s)
-            models.append(build().to(x.device))
-    stacked = Ensemble(models)
+    stacked = Ensemble.from_seeds(build, [s for seeds in member_seeds for s in seeds], x.device)
     joint = JointEnsembles(stacked, E, M)
     opt = make_optimizer(optimizer, list(stacked.params.values()), lr, weight_decay, momentum)
     gam = torch.as_tensor(list(gammas), dtype=torch.float32, device=x.device)

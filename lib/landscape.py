@@ -232,12 +232,8 @@ def initial_weights(build, seeds, device=None) -> dict:
     starts from: model i is ``build()`` right after ``torch.manual_seed(seeds[i])``. Together with the
     trained ``Ensemble.params`` they are the two ends of every member's straight path; :func:`interpolate`
     takes such stacked dicts as they are and returns (len(alphas), N, *shape)."""
-    from torch.func import stack_module_state
-    models = []
-    for s in seeds:
-        torch.manual_seed(s)
-        models.append(build().to(device))
-    return {k: v.detach() for k, v in stack_module_state(models)[0].items()}
+    from .train import Ensemble
+    return {k: v.detach() for k, v in Ensemble.from_seeds(build, seeds, device).params.items()}
 
 
 @torch.no_grad()

@@ -83,13 +83,7 @@ def train_pgd_ensemble(build: Callable[[], nn.Module], seeds: Sequence[int], x: 
     check_positive("eps", eps, allow_zero=True)
     check_choice("norm", norm, ("l2", "linf"))
     seeds = list(seeds)
-    if not seeds:
-        raise ValueError("seeds must name at least one model.")
-    models = []
-    for s in seeds:
-        torch.manual_seed(s)
-        models.append(build().to(x.device))
-    ens = Ensemble(models)
+    ens = Ensemble.from_seeds(build, seeds, x.device)
     model = per_model(ens)
     opt = make_optimizer(optimizer, list(ens.params.values()), lr, weight_decay, momentum, betas)
     streams = [batch_indices(len(x), batch_size, torch.Generator().manual_seed(s), x.device) for s in seeds]

@@ -122,6 +122,19 @@ class Ensemble:
         self.buffers = buffers
         self.n = len(models)
 
+    @classmethod
+    def from_seeds(cls, build: Callable[[], nn.Module], seeds: Sequence[int], device=None) -> "Ensemble":
+        """One ``build()`` per seed, each right after ``torch.manual_seed(seed)``, moved to ``device``:
+        the members every batched trainer of the library starts from."""
+        seeds = list(seeds)
+        if not seeds:
+            raise ValueError("seeds must name at least one model.")
+        models = []
+        for s in seeds:
+            torch.manual_seed(s)
+            models.append(build().to(device))
+        return cls(models)
+
     def _one(self, params, buffers, x):
         return functional_call(self.base, (params, buffers), (x,))
 
@@ -172,13 +185,7 @@ def train_ensemble(build: Callable[[], nn.Module], seeds: Sequence[int], x: torc
     check_positive("steps", steps, integer=True)
     check_positive("batch_size", batch_size, integer=True)
     seeds = list(seeds)
-    if not seeds:
-        raise ValueError("seeds must name at least one model.")
-    models = []
-    for s in seeds:
-        torch.manual_seed(s)
-        models.append(build().to(x.device))
-    ens = Ensemble(models)
+    ens = Ensemble.from_seeds(build, seeds, x.device)
     opt = make_optimizer(optimizer, list(ens.params.values()), lr, weight_decay, momentum, betas)
     n_data = x.shape[1] if per_model else len(x)
     if per_model and (x.shape[0] != len(seeds) or y.shape[:2] != (len(seeds), n_data)):

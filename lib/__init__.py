@@ -1,11 +1,15 @@
-"""repro: the small library every chapter of *Reproduced* imports.
+"""repro: the library every chapter of *Reproduced* imports.
 
-Data, models, the training loops (one model, or many small models at once), metrics,
-plots, the run card and the verdict. Chapters show the paper's idea; the plumbing lives here.
+The package is in layers by role (CONTRIBUTING.md has the rule, a test enforces it):
+
+* ``repro.core``: profiles and parameters, the run card, the verdict and its statistics, the plot theme;
+* ``repro.nn``: the shared models, the training loops (one model, or many small models at once), metrics;
+* ``repro.data``: the offline data sets;
+* ``repro.methods``: methods two or more chapters use (attacks, attribution baselines, landscapes, kernels);
+* ``repro.papers.<chapter>``: the code one chapter needs, named after its notebook;
+* ``repro.tools``: notebook execution, the status and catalog pages, sweeps, stability, the bench.
+
+``import repro`` gives the chapter preamble and the verdict; everything else is imported from its layer.
 """
-from .runtime import (PROFILES, ParameterError, RunCard, check_choice, check_positive, check_range, device,
-                      resolve_profile, seed_everything, start_run)
-from .verdict import Verdict, verdict
-
-__all__ = ["PROFILES", "ParameterError", "RunCard", "check_choice", "check_positive", "check_range", "device",
-           "resolve_profile", "seed_everything", "start_run", "Verdict", "verdict"]
+from .core import *  # noqa: F401,F403
+from .core import __all__  # noqa: F401

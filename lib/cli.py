@@ -4,7 +4,7 @@
     repro refresh [FOLDER]                     re-execute the chapters whose code changed since their outputs
     repro status [--out book/status.md]        write the status page from the chapters' stored outputs
     repro catalog [--out book/catalog.md]      write the catalog page from book/catalog.tsv
-    repro sweep CHAPTER -p NAME V1 V2 ... -o OUT   run a chapter over a grid of parameters (see repro.sweep)
+    repro sweep CHAPTER -p NAME V1 V2 ... -o OUT   run a chapter over a grid of parameters (see repro.tools.sweep)
 """
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import chapters as ch
-from .runtime import ParameterError, resolve_profile
+from .core.params import ParameterError
+from .core.runcard import resolve_profile
+from .tools import execution as ch
 
 
 def cmd_run(args) -> int:
@@ -67,7 +68,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_catalog(args) -> int:
-    from .catalog import catalog_markdown
+    from .tools.catalog import catalog_markdown
     text = catalog_markdown(args.tsv, args.folder)
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
@@ -75,7 +76,7 @@ def cmd_catalog(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import sweep
+    from .tools.sweep import sweep
     if not args.params and not args.grid:
         raise SystemExit("sweep needs a grid: -p NAME VALUE [VALUE ...] (repeatable) and/or -f GRID.yaml.")
     sweep(args.chapter, args.params, args.grid, args.out, profile=args.profile, engine=args.engine,
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
                    help="measured values to plot in the summary figures (default: the first three)")
     w.set_defaults(fn=cmd_sweep)
     args = p.parse_args(argv)
-    from .sweep import SweepError
+    from .tools.sweep import SweepError
     try:
         return args.fn(args)
     except (SweepError, ParameterError) as e:

@@ -23,7 +23,7 @@ from .runcard import (
                      seed_everything,
                      start_run,
 )
-from .verdict import (
+from .verdicts import (
                      INCONCLUSIVE,
                      NOT_REPRODUCED,
                      REPRODUCED,

@@ -53,7 +53,8 @@ def forest_plot(verdicts, width: float = 7.5, row_height: float = 0.85):
     from matplotlib.patches import Patch
 
     rows = [(k, v, t) for k, v in enumerate(verdicts, 1) for t in v.tests]
-    fig, axs = plt.subplots(len(rows), 1, figsize=(width, 0.55 + row_height * len(rows)), squeeze=False)
+    fig, axs = plt.subplots(len(rows), 1, figsize=(width, 1.1 + row_height * len(rows)), squeeze=False,
+                            layout="constrained")
     for ax, (k, v, t) in zip(axs[:, 0], rows):
         finite = [x for x in (t.estimate, t.low, t.high, t.threshold) if math.isfinite(x)]
         lo, hi = min(finite), max(finite)
@@ -81,7 +82,6 @@ def forest_plot(verdicts, width: float = 7.5, row_height: float = 0.85):
     axs[-1, 0].set_xlabel("estimate and 95% interval, in each test's own units")
     fig.legend(handles=[Patch(color=c, label=o) for o, c in OUTCOME_COLORS.items()] +
                [Patch(color=OUTCOME_COLORS["REPRODUCED"], alpha=0.15, label="the claim's side of the bar")],
-               loc="upper center", ncol=4, frameon=False, fontsize=8, bbox_to_anchor=(0.5, 1.0))
-    fig.suptitle("Verdicts: estimates with 95% intervals against the paper's bars", fontsize=10, y=1.0 + 0.25 / len(rows))
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (0.55 + row_height * len(rows))))
+               loc="outside lower center", ncol=4, frameon=False, fontsize=8)
+    fig.suptitle("Verdicts: each test's estimate and 95% interval against its bar (dashed)", fontsize=10)
     return fig

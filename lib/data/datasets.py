@@ -178,5 +178,3 @@ def digits(device=None, test_fraction: float = 0.25, seed: int = 0) -> Split:
 def draw_device(x: torch.Tensor, generator: torch.Generator | None):
     """The device to draw random numbers on: the generator's (torch needs them to match), else x's."""
     return generator.device if generator is not None else x.device
-
-

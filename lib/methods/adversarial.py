@@ -293,5 +293,3 @@ def train_pgd_ensemble(build: Callable[[], nn.Module], seeds: Sequence[int], x: 
             bar.set_postfix(loss=f"{loss.item() / len(seeds):.3f}")
     bar.close()
     return ens, pd.DataFrame(rows)
-
-

@@ -28,9 +28,9 @@ from torch import nn
 
 from ..core.params import ParameterError, check_choice, check_positive
 
-__all__ = ["rise_masks", "rise_saliency", "gradient_saliency", "occlusion_saliency", "grad_cam", "gaussian_blur",
-           "deletion_insertion_curves", "deletion_insertion_auc", "auc", "box_mask", "pointing_game",
-           "energy_in_box", "paired_bootstrap", "evidence_canvas"]
+__all__ = ["target_classes", "check_images", "target_scores", "baseline_like", "gradient_saliency", "occlusion_saliency",
+           "grad_cam", "gaussian_blur", "auc", "deletion_insertion_curves", "deletion_insertion_auc", "pointing_game",
+           "gradient_x_input", "integrated_gradients"]
 
 
 def target_classes(target, n: int, device) -> torch.Tensor:
@@ -274,6 +274,3 @@ def integrated_gradients(model: Callable, x: torch.Tensor, baseline, target, ste
             (g,) = torch.autograd.grad(out, pts)
         total += g.view(len(a), *x.shape).sum(0)
     return delta * total / steps
-
-
-__all__ += ["gradient_x_input", "integrated_gradients", "deeplift", "DEEPLIFT_RULES", "localization_auroc"]

@@ -182,5 +182,3 @@ def evaluate_sequential(model: nn.Module, params: Params, data, loss_fn=F.cross_
     finally:
         model.train(was_training)
     return _loss_and_accuracy(loss, correct, len(x), classify)
-
-

@@ -157,5 +157,3 @@ def expand(ens: Ensemble, *tensors: torch.Tensor):
     """Copies of shared inputs/labels for every member of ``ens``: (batch, ...) -> (N, batch, ...)."""
     out = tuple(t.unsqueeze(0).expand(ens.n, *t.shape).contiguous() for t in tensors)
     return out[0] if len(out) == 1 else out
-
-

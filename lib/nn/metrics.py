@@ -27,9 +27,6 @@ def expected_calibration_error(probs: torch.Tensor, y: torch.Tensor, n_bins: int
     correct = (pred == y).to(conf.dtype)
     # bin b holds confidences in (b/n, (b+1)/n]; confidence 0 joins the first bin
     bins = torch.clamp(torch.ceil(conf * n_bins).long() - 1, 0, n_bins - 1)
-    count = torch.zeros(n_bins, device=probs.device, dtype=conf.dtype).scatter_add_(0, bins, torch.ones_like(conf))
     sum_conf = torch.zeros(n_bins, device=probs.device, dtype=conf.dtype).scatter_add_(0, bins, conf)
     sum_acc = torch.zeros(n_bins, device=probs.device, dtype=conf.dtype).scatter_add_(0, bins, correct)
     return ((sum_conf - sum_acc).abs().sum() / len(y)).item()
-
-

@@ -149,5 +149,3 @@ class Sine(nn.Module):
 
 ACTIVATIONS["gaussian"] = Gaussian
 ACTIVATIONS["sine"] = Sine
-
-

@@ -89,5 +89,3 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, lr:
                 break
     bar.close()
     return pd.DataFrame(rows)
-
-

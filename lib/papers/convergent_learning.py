@@ -96,5 +96,3 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     y = y.double() - y.double().mean(0)
     hsic = (y.T @ x).pow(2).sum()
     return (hsic / ((x.T @ x).pow(2).sum().sqrt() * (y.T @ y).pow(2).sum().sqrt())).item()
-
-

@@ -121,5 +121,3 @@ def excess_kurtosis(z: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """E[z^4] / E[z^2]^2 - 3 along ``dim`` for zero-mean variables (0 for a Gaussian)."""
     m2 = z.pow(2).mean(dim)
     return z.pow(4).mean(dim) / m2.pow(2) - 3.0
-
-

@@ -295,5 +295,3 @@ def localization_auroc(scores: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         auc_ = ((ranks * m).sum(1) - pos * (pos + 1) / 2) / (pos * neg)
     return np.where((pos > 0) & (neg > 0), auc_, np.nan)
-
-

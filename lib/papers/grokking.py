@@ -272,5 +272,3 @@ def modular_arithmetic(p: int, op: str = "+", train_fraction: float = 0.5, seed:
     dev = device or torch.device("cpu")
     t = lambda v: torch.as_tensor(v, dtype=torch.long, device=dev)  # noqa: E731
     return Split(t(x[tr]), t(c[tr]), t(x[te]), t(c[te]))
-
-

@@ -83,5 +83,3 @@ def topk_share(saliency: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tens
         raise ValueError(f"k must be between 1 and the number of pixels ({s.shape[1]}); got {k}.")
     idx = s.topk(k, dim=1).indices
     return mask.flatten(1).gather(1, idx).float().mean(1)
-
-

@@ -38,5 +38,3 @@ def dilute_with_noisy_labels(y: torch.Tensor, alpha: int, num_classes: int, gene
     clean = torch.zeros(n * (1 + alpha), dtype=torch.bool, device=y.device)
     clean[:n] = True
     return index, labels, clean
-
-

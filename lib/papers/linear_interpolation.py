@@ -189,5 +189,3 @@ def train_with_snapshots(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
     train_kwargs["eval_every"] = every
     history = train(model, x, y, stop_when=keep, **train_kwargs)
     return history, {k: torch.stack([s[k] for s in shots]) for k in shots[0]}
-
-

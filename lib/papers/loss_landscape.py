@@ -145,5 +145,3 @@ def curvature_at_origin(alphas, losses, width: float | None = None) -> float:
     if keep.sum() < 3:
         raise ValueError("need at least three points within the fitting window.")
     return float(2 * np.polyfit(a[keep], f[keep], 2)[0])
-
-

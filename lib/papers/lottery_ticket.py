@@ -292,5 +292,3 @@ def lenet_300_100(d_in: int = 784, num_classes: int = 10, hidden=(300, 100), ini
             nn.init.xavier_normal_(layer.weight)
             nn.init.zeros_(layer.bias)
     return model
-
-

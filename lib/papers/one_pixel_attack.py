@@ -159,5 +159,3 @@ def exhaustive_pixel_search(model: Callable, x: torch.Tensor, y: torch.Tensor, v
         vulnerable.append(bool((p.argmax(1) != y[i]).any()))
         min_p.append(p[:, int(y[i])].min())
     return {"vulnerable": torch.tensor(vulnerable), "min_p_true": torch.stack(min_p).cpu()}
-
-

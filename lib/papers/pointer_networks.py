@@ -516,4 +516,3 @@ def fit(model: nn.Module, sample, *, steps: int, lr: float = 1e-3, clip: float =
             bar.set_postfix(loss=f"{running:.3f}")
     bar.close()
     return pd.DataFrame(rows)
-

@@ -59,5 +59,3 @@ def standardize_per_image(x: torch.Tensor) -> torch.Tensor:
     mean = x.mean(1, keepdim=True)
     std = x.std(1, keepdim=True, unbiased=False).clamp_min(1.0 / d ** 0.5)
     return (x - mean) / std
-
-

@@ -170,5 +170,3 @@ def evidence_canvas(digits: torch.Tensor, distractors: torch.Tensor, side: int =
         canvas.scatter_reduce_(1, flat_index(spot, D), items, "amax")
     canvas.scatter_(1, flat_index(pos, S), dig.reshape(n, -1))
     return canvas.view(n, 1, side, side).to(digits.device), boxes.to(digits.device)
-
-

@@ -119,5 +119,3 @@ def mnist_fashion_blocks(n_train: int, digits=(0, 1), items=(2, 4), seed: int = 
     mask = torch.zeros(1568, dtype=torch.bool, device=device or torch.device("cpu"))
     mask[:784] = True
     return to_split({"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte}, device), mask
-
-

@@ -91,5 +91,3 @@ def singular_kernel_classify(X_train: Tensor, y_train: Tensor, X_test: Tensor, e
     logw = logw - logw.max(1, keepdim=True).values
     score = torch.exp(logw) @ torch.as_tensor(y_train).to(logw)
     return torch.where(score >= 0, 1, -1)
-
-

@@ -17,7 +17,7 @@ import nbformat
 
 from ..core.params import check_choice
 from ..core.runcard import CARD_MIME, PROFILES
-from ..core.verdict import RECORD_MIME
+from ..core.verdicts import RECORD_MIME
 
 ROOT = Path(__file__).resolve().parents[2]  # lib/tools/execution.py -> the repository
 NOTEBOOKS = ROOT / "notebooks"

@@ -6,8 +6,8 @@ Each run writes its executed notebook to ``OUT/runs/<run>.ipynb`` and a record t
 ``OUT/records/<run>.json`` (parameters, status, verdicts, the measured evidence, run card), both
 atomically. Run again with the same arguments, a sweep skips every run whose record says ``ok``, so an
 interrupted sweep loses nothing already finished. Then ``OUT/results.csv`` aggregates the records and
-``OUT/summary-<param>.png`` plots, per swept parameter, the share of runs that reproduced the claim and
-the measured values.
+``OUT/summary-<param>.png`` plots, per swept parameter, the share of runs in which each claim came out
+REPRODUCED and the measured values.
 
 Runs go to a local pool (sized to the cores; one run at a time on a GPU) or, with ``--engine ray``, to a
 Ray cluster (``--address``, default: a local instance), one task per run, each asking for a GPU when
@@ -30,7 +30,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..core.runcard import CARD_MIME
-from ..core.verdict import RECORD_MIME
+from ..core.verdicts import OUTCOMES, RECORD_MIME, REPRODUCED, combine
 from . import execution as ch
 
 
@@ -127,15 +127,18 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def extract_record(nb) -> dict:
-    """Verdicts, flattened evidence and run card from an executed notebook's outputs."""
+    """Verdicts (claim, outcome, tests), flattened measured values and run card from an executed notebook.
+
+    The values are the evidence of every claim and the estimate of every test, keyed by the test's name."""
     verdicts, values, card = [], {}, {}
     for cell in nb.cells:
         for o in cell.get("outputs", []):
             data = o.get("data", {})
             if RECORD_MIME in data:
                 rec = data[RECORD_MIME]
-                verdicts.append({"claim": rec["claim"], "reproduced": rec["reproduced"]})
+                verdicts.append({"claim": rec["claim"], "outcome": rec["outcome"], "tests": rec.get("tests", [])})
                 values.update(rec.get("evidence", {}))
+                values.update({t["name"]: t["estimate"] for t in rec.get("tests", [])})
             if CARD_MIME in data:
                 card = data[CARD_MIME]
     return {"verdicts": verdicts, "values": values, "card": card}
@@ -247,7 +250,7 @@ def sweep(chapter: str, cli_params=None, yaml_file=None, out_dir="sweeps", profi
 
 
 def aggregate(out: Path, grid: list[dict]) -> pd.DataFrame:
-    """One row per grid point: parameters, status, whether every verdict reproduced, the measured values."""
+    """One row per grid point: parameters, status, the chapter's outcome and each claim's, the measured values."""
     rows = []
     for p in grid:
         f = out / "records" / f"{run_id(p)}.json"
@@ -256,10 +259,10 @@ def aggregate(out: Path, grid: list[dict]) -> pd.DataFrame:
         rec = json.loads(f.read_text())
         verdicts = rec.get("verdicts", [])
         row = {**rec["params"], "run": rec["run"], "status": rec["status"], "error": rec.get("error"),
-               "reproduced": bool(verdicts) and all(v["reproduced"] for v in verdicts) if rec["status"] == "ok" else None,
+               "outcome": combine(v["outcome"] for v in verdicts) if rec["status"] == "ok" else None,
                "wall_time_s": rec.get("wall_time_s"), "device": rec.get("card", {}).get("device")}
         for i, v in enumerate(verdicts):
-            row[f"verdict {i + 1}"] = v["reproduced"]
+            row[f"verdict {i + 1}"] = v["outcome"]
         row.update({k: v for k, v in rec.get("values", {}).items() if isinstance(v, (int, float, bool, str))})
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -269,23 +272,23 @@ def aggregate(out: Path, grid: list[dict]) -> pd.DataFrame:
 
 def summarize(table: pd.DataFrame, swept: list[str], out: Path, values: list[str] | None = None,
               max_values: int = 3, params: list[str] = ()) -> list[Path]:
-    """Print the verdict counts; draw one figure per swept parameter: the share of runs that reproduced
-    each verdict, and the mean and spread of measured ``values`` (default: the first ``max_values``)."""
+    """Print the outcome counts; draw one figure per swept parameter: the share of runs in which each claim
+    came out REPRODUCED, and the mean and spread of measured ``values`` (default: the first ``max_values``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from ..core.plots import use_theme
     ok = table[table.status == "ok"] if len(table) else table
-    n_rep = int(ok.reproduced.sum()) if len(ok) else 0
+    counts = ok.outcome.value_counts().to_dict() if len(ok) else {}
     n_failed = int((table.status != "ok").sum()) if len(table) else 0
-    print(f"{n_rep} of {len(ok)} finished runs reproduced every claim; {n_failed} runs failed; "
-          f"table: {out / 'results.csv'}")
+    outcomes = ", ".join(f"{counts.get(o, 0)} {o}" for o in OUTCOMES)
+    print(f"{len(ok)} finished runs ({outcomes}); {n_failed} runs failed; table: {out / 'results.csv'}")
     figures = []
     if not len(ok):
         return figures
     use_theme()
-    skip = set(swept) | set(params) | {"run", "status", "error", "reproduced", "wall_time_s", "device", "profile"}
+    skip = set(swept) | set(params) | {"run", "status", "error", "outcome", "wall_time_s", "device", "profile"}
     numeric = [c for c in ok.columns if c not in skip and not c.startswith("verdict")
                and pd.api.types.is_numeric_dtype(ok[c]) and not pd.api.types.is_bool_dtype(ok[c])]
     if values:
@@ -299,12 +302,12 @@ def summarize(table: pd.DataFrame, swept: list[str], out: Path, values: list[str
     for p in swept:
         fig, axes = plt.subplots(1, 1 + len(numeric), figsize=(4.2 * (1 + len(numeric)), 3.4), squeeze=False)
         axes = axes.ravel()
-        share = ok.groupby(p)[verdict_cols].mean()
+        share = (ok[verdict_cols] == REPRODUCED).groupby(ok[p]).mean()
         share.index = [str(i) for i in share.index]
         share.plot.bar(ax=axes[0], rot=0, legend=False)
         if len(verdict_cols) > 1:
             axes[0].legend(fontsize=8, loc="lower left", framealpha=0.9)
-        axes[0].set(xlabel=p, ylabel="share of runs reproduced", ylim=(0, 1.05), title="verdicts")
+        axes[0].set(xlabel=p, ylabel="share of runs REPRODUCED", ylim=(0, 1.05), title="verdicts")
         for ax, col in zip(axes[1:], numeric):
             g = ok.groupby(p)[col]
             ax.errorbar([str(i) for i in g.mean().index], g.mean().values, yerr=g.std().fillna(0).values,

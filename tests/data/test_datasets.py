@@ -54,5 +54,3 @@ def test_read_idx_roundtrip(tmp_path):
     header = bytes([0, 0, 0x08, 3]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
     (tmp_path / "a.idx").write_bytes(header + arr.tobytes())
     assert np.array_equal(data.read_idx(tmp_path / "a.idx"), arr)
-
-

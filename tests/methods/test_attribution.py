@@ -114,5 +114,3 @@ def test_gaussian_blur_keeps_constants_away_from_the_border_and_smooths():
     assert b.sum().item() == pytest.approx(1.0, abs=1e-5) and b.max() < 0.05
     c = A.gaussian_blur(torch.ones(1, 1, 21, 21), 5, 2.0)
     assert c[0, 0, 5:-5, 5:-5].allclose(torch.ones(11, 11))
-
-

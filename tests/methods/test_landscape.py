@@ -28,5 +28,3 @@ def test_interpolate_endpoints_midpoint_and_integer_buffers():
     res = L.evaluate_stacked(a, line, (x, y))
     assert res["loss"][0].item() == pytest.approx(evaluate(a, x, y)["loss"], rel=1e-5)
     assert res["loss"][2].item() == pytest.approx(evaluate(b, x, y)["loss"], rel=1e-5)
-
-

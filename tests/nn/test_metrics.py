@@ -39,5 +39,3 @@ def test_ece_of_perfectly_calibrated_is_small():
     probs = np.stack([conf, 1 - conf], 1)
     y = np.where(correct, 0, 1)
     assert expected_calibration_error(torch.tensor(probs), torch.tensor(y)) < 0.01
-
-

@@ -105,5 +105,3 @@ def test_cka_matches_gram_formula_and_invariances():
     assert linear_cka(torch.tensor(x), torch.tensor(y)) == pytest.approx(cka_hsic(x, y), rel=1e-9)
     q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
     assert linear_cka(torch.tensor(x), torch.tensor(3 * x @ q)) == pytest.approx(1.0)
-
-

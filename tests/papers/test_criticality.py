@@ -73,5 +73,3 @@ def test_excess_kurtosis_of_gaussian_and_uniform():
     assert abs(excess_kurtosis(torch.randn(400000, generator=g, dtype=torch.float64)).item()) < 0.03
     u = torch.rand(400000, generator=g, dtype=torch.float64) * 2 - 1
     assert excess_kurtosis(u).item() == pytest.approx(-1.2, abs=0.02)
-
-

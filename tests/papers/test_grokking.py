@@ -99,5 +99,3 @@ def test_modular_arithmetic_labels(op, check):
     assert len(x) == (p * p if op != "/" else p * (p - 1))
     assert all(int(c) == check(int(a), int(b), p) for (a, b, _), c in zip(x.tolist(), y.tolist()))
     assert (x[:, 2] == p).all()
-
-

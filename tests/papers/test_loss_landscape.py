@@ -125,5 +125,3 @@ def test_residual_mlp_with_and_without_skips_share_weights_and_differ_only_in_th
         assert torch.allclose(a.blocks[0](h), torch.relu(inner + h))
         assert torch.allclose(b.blocks[0](h), torch.relu(inner))
         assert not torch.allclose(a(x), b(x))
-
-

@@ -109,5 +109,3 @@ def test_evidence_canvas_puts_the_digit_in_its_box_and_the_distractors_outside()
     assert torch.equal(x, x2) and torch.equal(boxes, b2)
     with pytest.raises(ValueError):
         P.evidence_canvas(digits, distractors, side=20, digit_side=14, distractor_side=7)
-
-

@@ -51,5 +51,3 @@ def test_dirichlet_sphere_bayes_error():
     assert float((y == 1).double().mean()) == pytest.approx(float(eta.mean()), abs=0.01)
     _, ys, _ = dirichlet_sphere(50, [1, 2], [2, 1], prior_pos=0.4, seed=0, stratified=True)
     assert int((ys == 1).sum()) == 20
-
-

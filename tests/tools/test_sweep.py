@@ -50,10 +50,10 @@ def test_sweep_records_failures_resumes_and_aggregates(chapter, tmp_path, capsys
     assert "RuntimeError: asked to fail" in failed.error
     ok = table[table.status == "ok"]
     # spread of N(0, scale^2) samples: below two for scale 1 only
-    assert ok.groupby("scale").reproduced.all().to_dict() == {1.0: True, 3.0: False}
+    assert ok.groupby("scale").outcome.unique().apply(list).to_dict() == {1.0: ["REPRODUCED"], 3.0: ["NOT REPRODUCED"]}
     assert len(list((out / "runs").glob("*.ipynb"))) == 8
     assert (out / "results.csv").exists() and (out / "summary-seed.png").exists() and (out / "summary-scale.png").exists()
-    assert "2 of 4 finished runs reproduced every claim; 4 runs failed" in capsys.readouterr().out
+    assert "4 finished runs (2 REPRODUCED, 2 NOT REPRODUCED, 0 INCONCLUSIVE); 4 runs failed" in capsys.readouterr().out
     # an interrupted sweep: lose two finished records, run again: only those two (and the failures) run
     finished = sorted((out / "records").glob("*.json"))
     oks = [f for f in finished if json.loads(f.read_text())["status"] == "ok"]
@@ -71,7 +71,7 @@ def test_ray_engine_gives_the_same_records(chapter, tmp_path):
     grid = [["seed", "0", "1"], ["scale", "1", "3"]]
     local = sw.sweep(str(chapter), grid, out_dir=str(tmp_path / "local"), profile="quick", progress=False)
     ray = sw.sweep(str(chapter), grid, out_dir=str(tmp_path / "ray"), profile="quick", engine="ray", progress=False)
-    cols = ["run", "seed", "scale", "status", "reproduced", "spread", "mean"]
+    cols = ["run", "seed", "scale", "status", "outcome", "verdict 1", "spread"]
     a = local[cols].sort_values("run").reset_index(drop=True)
     b = ray[cols].sort_values("run").reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)

@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CHAPTERS := $(filter-out notebooks/_%,$(wildcard notebooks/*.ipynb))  # "_running-*": a run in progress
 
-.PHONY: book test unit nbval bench status clean setup data sweep-example
+.PHONY: book test unit nbval bench status clean setup data sweep-example stability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,12 @@ test: $(STAMP)
 	REPRO_PROFILE=quick $(PY) -m pytest -q tests --nbval-lax --nbval-current-env $(CHAPTERS)
 
 bench: $(STAMP)
-	$(PY) -m repro.bench
+	$(PY) -m repro.tools.bench
+
+# every chapter at quick from seeds 0, 1000 and 2000; writes book/stability.csv (the status page shows it).
+# Resumable: the runs are kept in sweeps/stability. Fails when a claim flips between REPRODUCED and NOT.
+stability: $(STAMP)
+	$(PY) -m repro.cli stability --all --workers 2
 
 # the worked example of book/how-to-run.md: a seed x width sweep of the criticality chapter
 SWEEP_EX := sweeps/criticality

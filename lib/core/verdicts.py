@@ -53,9 +53,16 @@ def _plain(value):
     return value
 
 
-def _finite_or_none(x):
-    x = float(x)
-    return x if math.isfinite(x) else (None if math.isnan(x) else x)
+def json_safe(value):
+    """A value as JSON can hold it: numpy/torch scalars to Python, NaN to None, infinities to "inf"/"-inf"."""
+    value = _plain(value)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
 
 
 @dataclass
@@ -81,10 +88,10 @@ class Test:
         return f"{self.direction} {self.threshold:g}"
 
     def record(self) -> dict:
-        return {"name": self.name, "estimate": _finite_or_none(self.estimate), "low": _finite_or_none(self.low),
-                "high": _finite_or_none(self.high), "n": int(self.n), "direction": self.direction,
-                "threshold": float(self.threshold), "method": self.method, "outcome": self.outcome,
-                "reason": self.reason}
+        return json_safe({"name": self.name, "estimate": float(self.estimate), "low": float(self.low),
+                          "high": float(self.high), "n": int(self.n), "direction": self.direction,
+                          "threshold": float(self.threshold), "method": self.method, "outcome": self.outcome,
+                          "reason": self.reason})
 
 
 def _check_direction(direction: str, threshold) -> None:
@@ -180,7 +187,7 @@ def replicates(values, direction: str, threshold: float, *, name: str, statistic
             method = f"t interval of the mean over {n} replicates"
         else:
             low = high = est
-            method = f"mean over {n} replicates" + (" (all equal)" if n >= 2 else "")
+            method = f"mean over {n} replicates (all equal)" if n >= 2 else "one replicate" if n else "no replicates"
         return Test(name, est, float(low), float(high), n, direction, threshold, method, MIN_REPLICATES)
     fn = STATISTICS.get(statistic, statistic)
     if not callable(fn):
@@ -189,10 +196,11 @@ def replicates(values, direction: str, threshold: float, *, name: str, statistic
     est = float(fn(x)) if n else math.nan
     if n >= 2:
         low, high, how = _bootstrap((x,), fn, paired=False)
+        method = f"{label} over {n} replicates, {how}"
     else:
         low = high = est
-        how = "one replicate"
-    return Test(name, est, low, high, n, direction, threshold, f"{label} over {n} replicates, {how}", MIN_REPLICATES)
+        method = "one replicate" if n == 1 else "no replicates"
+    return Test(name, est, low, high, n, direction, threshold, method, MIN_REPLICATES)
 
 
 def _ratio_of_means(a, b):
@@ -312,7 +320,7 @@ class Verdict:
 
     def record(self) -> dict:
         return {"claim": self.claim, "outcome": self.outcome, "tests": [t.record() for t in self.tests],
-                "evidence": {k: _plain(v) for k, v in self.evidence.items()}}
+                "evidence": json_safe(self.evidence)}
 
     def table(self):
         import pandas as pd

@@ -6,8 +6,8 @@
   one-at-a-time runs (``train``), the examples per second, and the achieved FLOP/s as a fraction of
   this device's measured dense matmul rate.
 
-    python -m repro.bench                     # everything
-    python -m repro.bench --no-chapters -n 1 8 64 256
+    python -m repro.tools.bench                     # everything
+    python -m repro.tools.bench --no-chapters -n 1 8 64 256
 """
 from __future__ import annotations
 

@@ -158,3 +158,10 @@ def test_forest_plot_draws_one_row_per_test_coloured_by_outcome():
     colors = [ax.lines[-1].get_color() for ax in fig.axes]
     assert colors[0] == OUTCOME_COLORS[REPRODUCED] and colors[1] == OUTCOME_COLORS[NOT_REPRODUCED]
     assert all(ax.get_xlabel() or ax is not fig.axes[-1] for ax in fig.axes)
+
+
+def test_records_hold_infinities_as_json_can(capsys):
+    v = repro.verdict("x", repro.replicates([1, 2, math.inf, math.inf, math.inf], ">=", 3, name="steps",
+                                            statistic="median"), evidence={"t": math.inf, "u": math.nan})
+    text = json.dumps(v.record(), allow_nan=False)
+    assert '"estimate": "inf"' in text and '"t": "inf"' in text and '"u": null' in text

@@ -1,4 +1,5 @@
 """Every chapter keeps the contract, and its stored outputs come from its current code."""
+import ast
 import re
 
 import pytest
@@ -6,7 +7,22 @@ import yaml
 from repro.tools import execution as ch
 
 CHAPTERS = ch.chapters()
-VERDICT = re.compile(r"^(NOT REPRODUCED|REPRODUCED): \S.*$")
+VERDICT = re.compile(r"^(NOT REPRODUCED|REPRODUCED|INCONCLUSIVE): \S.*$")
+
+
+def assigned_names(source: str) -> list[str]:
+    return [t.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)]
+
+
+def declared_knobs(source: str) -> set[str]:
+    """The keys of ``KNOBS = dict(...)`` in the preamble cell."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "KNOBS" for t in node.targets):
+            call = node.value
+            assert isinstance(call, ast.Call) and not call.args, "KNOBS must be written as dict(name=..., ...)"
+            return {k.arg for k in call.keywords}
+    raise AssertionError("the preamble declares no KNOBS = dict(...)")
 
 
 def test_there_are_chapters():
@@ -32,9 +48,25 @@ def test_chapter_contract(path):
     assert lines and all(VERDICT.match(l) for l in lines), f"the verdict cell must print only verdict lines: {lines}"
     assert any("ipywidgets" in c.source for c in code), "no ipywidgets section"
     assert any("start_run(" in c.source for c in code) and "finish()" in code[-1].source
+    assert any("show_verdicts(" in c.source for c in code), "the verdicts are not shown with their forest plot"
     s = ch.summary(path)
     assert s["verdicts"] and s["wall_time_s"] is not None, "no stored evidence or wall time"
     assert not any(o.output_type == "error" for c in code for o in c.outputs), "stored outputs hold an error"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_uses_the_preamble_helper(path):
+    """One fill_parameters call fills and checks every parameter; no per-knob `x = x or PROFILE[...]` lines."""
+    nb = ch.read(path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not any("or PROFILE[" in c.source for c in code), "a knob is filled with `or PROFILE[...]`"
+    preamble = [c for c in code if "repro.fill_parameters(globals(), PROFILE, KNOBS)" in c.source]
+    assert len(preamble) == 1, "the preamble must call repro.fill_parameters(globals(), PROFILE, KNOBS) once"
+    params = next(c for c in code if "parameters" in c.metadata.get("tags", []))
+    names = set(assigned_names(params.source)) - {"profile", "seed"}
+    knobs = declared_knobs(preamble[0].source)
+    assert names == knobs, (f"parameters without a declaration: {sorted(names - knobs)}; "
+                            f"declarations without a parameter: {sorted(knobs - names)}")
 
 
 def test_every_chapter_is_in_the_table_of_contents():

@@ -75,3 +75,12 @@ def test_ray_engine_gives_the_same_records(chapter, tmp_path):
     a = local[cols].sort_values("run").reset_index(drop=True)
     b = ray[cols].sort_values("run").reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_an_undeclared_parameter_stops_the_run_with_one_sentence(chapter, tmp_path):
+    import papermill as pm
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(str(chapter), str(tmp_path / "out.ipynb"), parameters={"scael": 2.0},
+                            cwd=str(tmp_path), progress_bar=False, kernel_name="python3")
+    assert e.value.ename == "ParameterError"
+    assert e.value.evalue == "'scael' is not a parameter of this chapter; its parameters are: profile, seed, scale, fail."

@@ -135,7 +135,7 @@ class ListOf:
     def describe(self, plural: bool = False) -> str:
         size = (f"exactly {self.min_len}" if self.max_len == self.min_len else
                 f"{self.min_len} to {self.max_len}" if self.max_len is not None else f"at least {self.min_len}")
-        return f"a list of {size} {self.item.describe(plural=True)}"
+        return f"{'lists' if plural else 'a list'} of {size} {self.item.describe(plural=True)}"
 
     def ok(self, value) -> bool:
         return (isinstance(value, (list, tuple)) and len(value) >= self.min_len

@@ -45,7 +45,7 @@ def curves(ax, history: pd.DataFrame, x: str, ys: dict, logx: bool = False, **kw
 OUTCOME_COLORS = {"REPRODUCED": "#1b9e77", "NOT REPRODUCED": "#d95f02", "INCONCLUSIVE": "#7f7f7f"}
 
 
-def forest_plot(verdicts, width: float = 7.5, row_height: float = 0.85):
+def forest_plot(verdicts, width: float = 7.5, row_height: float | None = None):
     """Every test of every claim: its estimate (dot) and 95% interval (bar) against its bar (dashed line),
     coloured by outcome, the claim's side of the bar shaded. One row per test, each on its own scale."""
     import math
@@ -53,6 +53,7 @@ def forest_plot(verdicts, width: float = 7.5, row_height: float = 0.85):
     from matplotlib.patches import Patch
 
     rows = [(k, v, t) for k, v in enumerate(verdicts, 1) for t in v.tests]
+    row_height = row_height or (0.85 if len(rows) <= 8 else 0.6)  # many tests: denser rows
     fig, axs = plt.subplots(len(rows), 1, figsize=(width, 1.1 + row_height * len(rows)), squeeze=False,
                             layout="constrained")
     for ax, (k, v, t) in zip(axs[:, 0], rows):

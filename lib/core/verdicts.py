@@ -77,11 +77,13 @@ class Test:
     threshold: float
     method: str
     minimum: int = 1
+    unit: str = "replicate"
     outcome: str = field(init=False)
     reason: str = field(init=False)
 
     def __post_init__(self):
-        self.outcome, self.reason = decide(self.low, self.high, self.direction, self.threshold, self.n, self.minimum)
+        self.outcome, self.reason = decide(self.low, self.high, self.direction, self.threshold, self.n, self.minimum,
+                                           self.unit)
 
     @property
     def bar(self) -> str:
@@ -101,11 +103,12 @@ def _check_direction(direction: str, threshold) -> None:
         raise ValueError(f"threshold must be a finite number; got {threshold!r}.")
 
 
-def decide(low: float, high: float, direction: str, threshold: float, n: int = 1, minimum: int = 1) -> tuple:
+def decide(low: float, high: float, direction: str, threshold: float, n: int = 1, minimum: int = 1,
+           unit: str = "replicate") -> tuple:
     """The outcome of one test and the reason in words: the interval [low, high] against the bar."""
     _check_direction(direction, threshold)
     if n < minimum:
-        return INCONCLUSIVE, f"{n} replicates, fewer than the minimum of {minimum}"
+        return INCONCLUSIVE, f"{n} {unit}{'' if n == 1 else 's'}, fewer than the minimum of {minimum}"
     if math.isnan(low) or math.isnan(high):
         return INCONCLUSIVE, "no interval could be computed"
     upward = direction in (">", ">=")
@@ -279,10 +282,10 @@ def rate(outcomes=None, direction: str = ">=", threshold: float = 0.5, *, name: 
         if not 0 <= k <= n:
             raise ValueError(f"{name}: successes must be between 0 and trials; got {k} of {n}.")
     if n == 0:
-        return Test(name, math.nan, math.nan, math.nan, 0, direction, threshold, "no items", MIN_ITEMS)
+        return Test(name, math.nan, math.nan, math.nan, 0, direction, threshold, "no items", MIN_ITEMS, "item")
     ci = stats.binomtest(k, n).proportion_ci(CONFIDENCE, method="wilson")
     return Test(name, k / n, float(ci.low), float(ci.high), n, direction, threshold,
-                f"{k} of {n} items, Wilson interval", MIN_ITEMS)
+                f"{k} of {n} items, Wilson interval", MIN_ITEMS, "item")
 
 
 def exact(value, direction: str, threshold: float, *, name: str, tolerance: float) -> Test:

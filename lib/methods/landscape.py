@@ -1,14 +1,12 @@
 """Loss landscapes: the loss along lines and planes through weight space, many points at once.
 
-Li, Xu, Taylor, Studer and Goldstein (2018) plot the loss along
+A slice is the loss along a line or a plane through weight space,
 
-    f(alpha) = L(theta* + alpha d)            (1-D)  and   f(alpha, beta) = L(theta* + alpha d1 + beta d2)   (2-D)
+    f(alpha) = L(theta + alpha d)            (1-D)  and   f(alpha, beta) = L(theta + alpha d1 + beta d2)   (2-D),
 
-for random Gaussian directions d, *filter-normalized*: every filter (a slice along the first axis of a
-weight tensor: one output channel of a convolution, one output unit of a linear layer) of d is rescaled
-to the norm of the corresponding filter of theta*, and biases and normalization parameters are not
-perturbed (d = 0 there). Then a step alpha = 1 changes every filter by its own size, which removes the
-scale invariance of ReLU (and batch-normalized) networks from the picture.
+or along the segment between two weight vectors, (1 - alpha) theta_a + alpha theta_b (:func:`interpolate`).
+The directions themselves are the chapters' business (the filter-normalized random directions of Li et
+al., 2018, are in :mod:`repro.papers.loss_landscape`).
 
 Grid points are evaluated many at once: the parameters of a chunk of points are stacked and the model
 runs on all of them with ``torch.func.functional_call`` under ``torch.vmap``. The model is evaluated in

@@ -14,11 +14,7 @@ from torch import nn
 from ..core.params import ParameterError, check_positive
 
 __all__ = ["CountedFunc", "ODEBlock", "ConvODEFunc", "ResBlock", "ImageODENet", "spirals", "LatentODE",
-           "RNNBaseline", "count_parameters"]
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+           "RNNBaseline"]
 
 
 class CountedFunc(nn.Module):

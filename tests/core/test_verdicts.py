@@ -40,7 +40,7 @@ def test_three_successes_of_fifty_against_ten_percent_is_inconclusive():
 def test_a_rate_needs_two_hundred_items_even_with_a_clear_interval():
     few = repro.rate(successes=0, trials=60, direction=">=", threshold=0.5, name="r")
     many = repro.rate(np.zeros(250, dtype=bool), ">=", 0.5, name="r")
-    assert few.high < 0.5 and few.outcome == INCONCLUSIVE and "fewer than the minimum of 200" in few.reason
+    assert few.high < 0.5 and few.outcome == INCONCLUSIVE and "60 items, fewer than the minimum of 200" in few.reason
     assert many.outcome == NOT_REPRODUCED
 
 

@@ -1,4 +1,4 @@
-"""Tests of the 12-bit task and the binned mutual-information estimator (repro.information)."""
+"""Tests of the 12-bit task and the binned mutual-information estimator (repro.papers.information_plane)."""
 import math
 
 import numpy as np

@@ -1,13 +1,13 @@
 import math
 
 import torch
+from repro.nn.models import count_parameters
 from repro.papers.neural_ode import (
     CountedFunc,
     ImageODENet,
     LatentODE,
     ODEBlock,
     RNNBaseline,
-    count_parameters,
     spirals,
 )
 from torch import nn

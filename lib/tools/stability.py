@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..core.verdicts import NOT_REPRODUCED, REPRODUCED
 from . import execution as ch
-from .sweep import _env, run_id, run_one
+from .sweep import _env, is_current, run_id, run_one
 
 SEED_STEP = 1000
 CSV = ch.ROOT / "book" / "stability.csv"
@@ -75,12 +75,12 @@ def stability(chapters: list[str], sets: int = 3, step: int = SEED_STEP, out_dir
     jobs = []
     for path in paths:
         out = Path(out_dir) / path.stem
+        code = ch.code_hash(ch.read(path))
         (out / "runs").mkdir(parents=True, exist_ok=True)
         (out / "records").mkdir(parents=True, exist_ok=True)
         for s in seeds:
             params = {"profile": "quick", "seed": s}
-            rec = _record(out, params)
-            if not (rec and rec.get("status") == "ok"):
+            if not is_current(_record(out, params), code):
                 jobs.append((path, params, out))
     cores = os.cpu_count() or 1
     workers = workers or max(1, cores // 2)

@@ -144,6 +144,11 @@ def extract_record(nb) -> dict:
     return {"verdicts": verdicts, "values": values, "card": card}
 
 
+def is_current(record: dict | None, code: str) -> bool:
+    """A finished run of the chapter's present code (a run of older code is done again)."""
+    return bool(record) and record.get("status") == "ok" and record.get("code_hash") == code
+
+
 def run_one(chapter_path: str, params: dict, out_dir: str, threads: int | None = None, env: dict | None = None) -> dict:
     """Execute one grid point and write its notebook and record atomically. Never raises for a failed run."""
     import nbformat
@@ -155,7 +160,8 @@ def run_one(chapter_path: str, params: dict, out_dir: str, threads: int | None =
     rid = run_id(params)
     nb_path = out / "runs" / f"{rid}.ipynb"
     t0 = time.perf_counter()
-    record = {"run": rid, "params": params, "status": "ok", "error": None}
+    record = {"run": rid, "params": params, "status": "ok", "error": None,
+              "code_hash": ch.code_hash(ch.read(chapter_path))}  # a later run reuses it only for this code
     tmp_nb = nb_path.with_name(f".{rid}.{os.getpid()}.tmp.ipynb")
     try:
         ch.run_papermill(chapter_path, tmp_nb, params, progress=False)
@@ -232,9 +238,11 @@ def sweep(chapter: str, cli_params=None, yaml_file=None, out_dir="sweeps", profi
     workers = workers or (1 if gpu else max(1, cores // 2))
     threads = max(1, cores // workers)
 
+    code = ch.code_hash(ch.read(path))
+
     def done(p):
         f = out / "records" / f"{run_id(p)}.json"
-        return f.exists() and json.loads(f.read_text()).get("status") == "ok"
+        return f.exists() and is_current(json.loads(f.read_text()), code)
 
     todo = [p for p in grid if not done(p)]
     print(f"{path.stem}: {len(grid)} runs in the grid, {len(grid) - len(todo)} already finished, {len(todo)} to run "

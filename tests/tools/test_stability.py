@@ -54,6 +54,12 @@ def test_stability_runs_each_seed_set_and_resumes(tmp_path, capsys):
     assert table.agreed.all() and not table.flipped.any() and csv.exists()
     stability([str(folder / "tiny.ipynb")], sets=2, out_dir=tmp_path / "out", csv=None, progress=False)
     assert "0 runs to do" in capsys.readouterr().out
+    # a change to the chapter's code makes the stored runs out of date: they are done again
+    nb = ch.read(folder / "tiny.ipynb")
+    next(c for c in nb.cells if c.cell_type == "code").source += "\n# changed"
+    ch.nbformat.write(nb, str(folder / "tiny.ipynb"))
+    stability([str(folder / "tiny.ipynb")], sets=2, out_dir=tmp_path / "out", csv=None, progress=False)
+    assert "2 runs to do" in capsys.readouterr().out
     # the status page reads the records stored in the notebooks and the stability table
     ch.execute(folder / "tiny.ipynb", "quick", progress=False)
     page = status_markdown(folder, csv)

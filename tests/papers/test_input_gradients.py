@@ -1,4 +1,4 @@
-"""BlockMNIST (repro.data.block_mnist) and the saliency-share metrics (repro.metrics.mass_share, topk_share)."""
+"""BlockMNIST (repro.papers.input_gradients.block_mnist) and the saliency-share metrics (mass_share, topk_share)."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Uniform label noise by dilution (Rolnick et al., 2017): repro.data.dilute_with_noisy_labels."""
+"""Uniform label noise by dilution (Rolnick et al., 2017): repro.papers.label_noise_robustness."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Tests for repro.adversarial.pixel_attack (the one-pixel attack by differential evolution)."""
+"""Tests for repro.papers.one_pixel_attack.pixel_attack (the one-pixel attack by differential evolution)."""
 import numpy as np
 import pytest
 import torch

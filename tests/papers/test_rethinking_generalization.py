@@ -1,4 +1,4 @@
-"""Randomization-test helpers in repro.data: corrupted labels, shuffled / random / Gaussian pixels."""
+"""The randomization tests of repro.papers.rethinking_generalization: corrupted labels, shuffled pixels."""
 import math
 
 import pytest

@@ -109,16 +109,6 @@ def energy_in_box(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, inside / total.clamp_min(1e-30), torch.zeros_like(total))
 
 
-def paired_bootstrap(a, b, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
-    """Mean of the paired differences ``a - b`` over items, with a percentile bootstrap interval
-    (items resampled with replacement ``n_boot`` times)."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return {"mean": float(d.mean()), "low": float(lo), "high": float(hi)}
-
-
 def evidence_canvas(digits: torch.Tensor, distractors: torch.Tensor, side: int = 28, digit_side: int = 14,
                     n_distractors: int = 2, distractor_side: int = 7, seed: int = 0) -> tuple:
     """Place each digit at a random position on a ``side x side`` canvas beside distractor objects.

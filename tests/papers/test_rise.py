@@ -1,7 +1,6 @@
-"""TODO docstring"""
+"""RISE masks and saliency, the evidence canvases and the localization scores of the RISE chapter."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from repro.methods import attribution as A
@@ -82,15 +81,6 @@ def test_pointing_game_and_energy_in_box():
     e = P.energy_in_box(sal + 5.0, mask)  # a constant offset does not count
     torch.testing.assert_close(e, torch.tensor([1.0, 0.0]))
     assert P.energy_in_box(torch.ones(1, 4, 4), mask[:1]).tolist() == [0.0]
-
-
-def test_paired_bootstrap():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=200)
-    r = P.paired_bootstrap(a + 1.0, a)
-    assert r["mean"] == pytest.approx(1.0) and r["low"] == pytest.approx(1.0) and r["high"] == pytest.approx(1.0)
-    r = P.paired_bootstrap(rng.normal(0.3, 1, 400), np.zeros(400))
-    assert r["low"] < r["mean"] < r["high"] and r["low"] > 0
 
 
 def test_evidence_canvas_puts_the_digit_in_its_box_and_the_distractors_outside():

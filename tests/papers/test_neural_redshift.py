@@ -1,4 +1,4 @@
-"""Complexity measures on 2-D grids and batched random networks (lib/complexity.py)."""
+"""Complexity measures on 2-D grids and batched random networks (repro.papers.neural_redshift)."""
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""The wide-deep-optimality chapter's module: the singular exponents of the deep kernels, the classical
+classifiers they become (majority vote, 1-NN, the singular-kernel rule), and the Dirichlet data with its Bayes error."""
 from __future__ import annotations
 
 import math

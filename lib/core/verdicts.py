@@ -251,12 +251,27 @@ def paired(a, b, direction: str, threshold: float = 0.0, *, name: str, statistic
                 MIN_REPLICATES)
 
 
-def unpaired(a, b, direction: str, threshold: float = 0.0, *, name: str) -> Test:
-    """Two conditions measured on independent replicates: the difference of means, Welch's t interval."""
+def unpaired(a, b, direction: str, threshold: float = 0.0, *, name: str, statistic: str = "difference") -> Test:
+    """Two conditions measured on independent replicates.
+
+    ``statistic="difference"``: the difference of means, Welch's t interval (scipy.stats.ttest_ind);
+    ``"ratio"``: mean(a) / mean(b), a two-sample bootstrap (each condition resampled on its own).
+    """
     _check_direction(direction, threshold)
+    if statistic not in ("difference", "ratio"):
+        raise ValueError(f"statistic must be 'difference' or 'ratio'; got {statistic!r}.")
     a, b = np.sort(_values(a, name)), np.sort(_values(b, name))
-    est = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
     n = min(len(a), len(b))
+    if statistic == "ratio":
+        est = float(_ratio_of_means(a, b)) if n else math.nan
+        if n >= 2:
+            low, high, how = _bootstrap((a, b), _ratio_of_means, paired=False)
+        else:
+            low = high = est
+            how = "one replicate" if n else "no replicates"
+        return Test(name, est, low, high, n, direction, threshold,
+                    f"ratio of means ({len(a)} and {len(b)} replicates), two-sample {how}", MIN_REPLICATES)
+    est = float(a.mean() - b.mean()) if n else math.nan
     if n >= 2 and (np.ptp(a) > 0 or np.ptp(b) > 0):
         low, high = stats.ttest_ind(a, b, equal_var=False).confidence_interval(CONFIDENCE)
     else:

@@ -87,6 +87,19 @@ def test_a_paired_comparison_uses_the_pairing():
         repro.paired(a, b[:4], ">", 0, name="gain")
 
 
+def test_an_unpaired_ratio_resamples_each_group_on_its_own():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(3.0, 0.3, 12), rng.normal(1.0, 0.1, 9)  # groups of different sizes are allowed
+    t = repro.unpaired(a, b, ">=", 2, name="ratio", statistic="ratio")
+    assert t.estimate == pytest.approx(a.mean() / b.mean()) and t.low < t.estimate < t.high
+    assert t.outcome == REPRODUCED and "two-sample bootstrap" in t.method and t.n == 9
+    # the order of the values, and so any pairing, does not matter
+    assert repro.unpaired(a[::-1], b[::-1], ">=", 2, name="ratio", statistic="ratio").low == t.low
+    assert repro.unpaired(a, b, ">=", 4, name="ratio", statistic="ratio").outcome == NOT_REPRODUCED
+    with pytest.raises(ValueError, match="'difference' or 'ratio'"):
+        repro.unpaired(a, b, ">", 0, name="x", statistic="median")
+
+
 def test_paired_statistics():
     a, b = np.array([2.0, 4.0, 6.0, 8.0, 10.0]), np.array([1.0, 2.0, 3.0, 4.0, 5.1])
     assert repro.paired(a, b, ">", 1.5, name="r", statistic="ratio").estimate == pytest.approx(30 / 15.1)

@@ -121,3 +121,30 @@ def excess_kurtosis(z: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """E[z^4] / E[z^2]^2 - 3 along ``dim`` for zero-mean variables (0 for a Gaussian)."""
     m2 = z.pow(2).mean(dim)
     return z.pow(4).mean(dim) / m2.pow(2) - 3.0
+
+
+@torch.no_grad()
+def single_input_preactivations(width: int, depth: int, n_networks: int, act: str = "relu", C_W: float = 2.0,
+                                C_b: float = 0.0, K1: float | None = None,
+                                generator: torch.Generator | None = None, dtype=torch.float32) -> torch.Tensor:
+    """Preactivations of ``n_networks`` random MLPs on one input, sampled layer by layer in distribution.
+
+    For one fixed input the next layer's preactivations given the current layer are exactly i.i.d.
+    N(0, C_b + C_W |sigma(z)|^2 / n): a row of Gaussian weights times a fixed vector is
+    Gaussian, and distinct rows are independent. So drawing ``width`` normals per layer and network
+    gives the same joint law of (z^(1), ..., z^(L)) as drawing the ``width x width`` weight matrices
+    (:func:`random_mlp_preactivations`), at a ``width``-th of the cost. ``K1`` is the first layer's
+    variance (C_b + C_W |x|^2 / n_0; default C_b + C_W, i.e. |x|^2 / n_0 = 1). Returns (depth, n_networks, width).
+    """
+    for name, v in (("width", width), ("depth", depth), ("n_networks", n_networks)):
+        check_positive(name, v, integer=True)
+    check_positive("C_W", C_W)
+    check_positive("C_b", C_b, allow_zero=True)
+    sigma = activation(act)
+    var = torch.full((n_networks, 1), C_b + C_W if K1 is None else K1, dtype=dtype)
+    zs = []
+    for _ in range(depth):
+        z = torch.randn(n_networks, width, generator=generator, dtype=dtype) * var.sqrt()
+        zs.append(z)
+        var = C_b + C_W * sigma(z).pow(2).mean(1, keepdim=True)
+    return torch.stack(zs)

@@ -7,6 +7,7 @@ from repro.papers.criticality import (
     gauss_expect,
     random_mlp_preactivations,
     relu_excess_kurtosis,
+    single_input_preactivations,
     single_input_recursion,
 )
 
@@ -73,3 +74,17 @@ def test_excess_kurtosis_of_gaussian_and_uniform():
     assert abs(excess_kurtosis(torch.randn(400000, generator=g, dtype=torch.float64)).item()) < 0.03
     u = torch.rand(400000, generator=g, dtype=torch.float64) * 2 - 1
     assert excess_kurtosis(u).item() == pytest.approx(-1.2, abs=0.02)
+
+
+def test_single_input_sampler_has_the_law_of_random_networks():
+    g = torch.Generator().manual_seed(4)
+    z = single_input_preactivations(32, 6, 20000, "relu", 2.0, 0.0, generator=g)
+    assert z.shape == (6, 20000, 32)
+    np.testing.assert_allclose(z.pow(2).mean((1, 2)).numpy(), 2.0, rtol=0.05)   # K(l) = C_W at criticality
+    kurt = excess_kurtosis(z[4].reshape(-1).double(), dim=0).item()
+    assert kurt == pytest.approx(relu_excess_kurtosis(5, 32), rel=0.1)
+    x = torch.randn(1, 20, generator=g, dtype=torch.float64)
+    x = x / x.norm() * np.sqrt(20)
+    full = random_mlp_preactivations(x, 16, 4, "tanh", 1.5, 0.1, 4000, generator=g)["z"][:, :, 0, :]
+    fast = single_input_preactivations(16, 4, 4000, "tanh", 1.5, 0.1, generator=g, dtype=torch.float64)
+    np.testing.assert_allclose(fast.pow(2).mean((1, 2)).numpy(), full.pow(2).mean((1, 2)).numpy(), rtol=0.05)

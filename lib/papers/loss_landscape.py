@@ -17,6 +17,7 @@ from torch import nn
 
 from ..core.params import check_positive
 from ..methods.landscape import Params, weights_of
+from ..nn.ensemble import train_ensemble
 
 
 class ResidualBlock(nn.Module):
@@ -61,8 +62,6 @@ class ResidualMLP(nn.Module):
 
     def forward(self, x):
         return self.head(self.blocks(self.stem(x.flatten(1))))
-
-
 
 
 def normalize_direction(direction: Params, weights: Params, how: str | None = "filter",
@@ -145,3 +144,24 @@ def curvature_at_origin(alphas, losses, width: float | None = None) -> float:
     if keep.sum() < 3:
         raise ValueError("need at least three points within the fitting window.")
     return float(2 * np.polyfit(a[keep], f[keep], 2)[0])
+
+
+def fit_seeds(build, seeds, x, y, *, batch_size: int, steps: int, lr: float, weight_decay: float,
+              momentum: float = 0.9, drop_at: float = 0.75, desc: str = "training") -> list:
+    """Train one model per seed, all at once (:func:`repro.nn.ensemble.train_ensemble`): SGD with
+    momentum for ``steps`` steps, the last ``1 - drop_at`` of them at a tenth of the learning rate (the
+    momentum restarts at the drop). Model i starts from ``torch.manual_seed(seeds[i]); build()`` and
+    draws its minibatches from seed ``seeds[i]`` (``seeds[i] + 1`` after the drop). Returns the trained
+    models as ordinary modules in eval mode, in the order of ``seeds``."""
+    seeds = list(seeds)
+    first = int(round(drop_at * steps))
+    template = build().to(x.device)
+    ens, _ = train_ensemble(build, seeds, x, y, steps=first, lr=lr, batch_size=batch_size, momentum=momentum,
+                            weight_decay=weight_decay, desc=desc)
+    trained = iter([ens.unstack(i, template) for i in range(len(seeds))])
+    if steps > first:
+        ens, _ = train_ensemble(lambda: next(trained), [s + 1 for s in seeds], x, y, steps=steps - first, lr=lr / 10,
+                                batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+                                desc=desc + ", lr/10")
+        trained = iter([ens.unstack(i, template) for i in range(len(seeds))])
+    return [m.eval() for m in trained]

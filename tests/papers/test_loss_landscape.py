@@ -125,3 +125,17 @@ def test_residual_mlp_with_and_without_skips_share_weights_and_differ_only_in_th
         assert torch.allclose(a.blocks[0](h), torch.relu(inner + h))
         assert torch.allclose(b.blocks[0](h), torch.relu(inner))
         assert not torch.allclose(a(x), b(x))
+
+
+def test_fit_seeds_trains_one_model_per_seed_with_the_learning_rate_drop():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    build = lambda: ResidualMLP(6, 8, 1, 3, skip=False)  # noqa: E731
+    models = P.fit_seeds(build, [0, 1], x, y, batch_size=16, steps=8, lr=0.05, weight_decay=0.0)
+    assert len(models) == 2 and not any(m.training for m in models)
+    w0, w1 = (torch.cat([p.flatten() for p in m.parameters()]) for m in models)
+    assert not torch.allclose(w0, w1)  # seeds give different networks
+    torch.manual_seed(0)
+    init = torch.cat([p.flatten() for p in build().parameters()])
+    assert not torch.allclose(w0, init)  # and they were trained
+    assert evaluate(models[0], x, y)["loss"] < float(np.log(3)) + 0.5

@@ -160,3 +160,43 @@ def evidence_canvas(digits: torch.Tensor, distractors: torch.Tensor, side: int =
         canvas.scatter_reduce_(1, flat_index(spot, D), items, "amax")
     canvas.scatter_(1, flat_index(pos, S), dig.reshape(n, -1))
     return canvas.view(n, 1, side, side).to(digits.device), boxes.to(digits.device)
+
+
+METHODS = ("RISE", "gradient", "occlusion", "Grad-CAM")
+
+
+def explain_and_score(model, x: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor, cam_layer, *, p: float,
+                      occlusion_window: int, occlusion_stride: int, blur_klen: int, blur_sigma: float,
+                      steps: int = 28, tolerance: int = 2, chunk: int = 8, batch_size: int = 2000) -> dict:
+    """Explain the canvases ``x`` (B, 1, H, W) for the classes ``model`` predicts with RISE (``masks``,
+    keep-probability ``p``), the gradient, sliding-window occlusion and Grad-CAM (at ``cam_layer``),
+    and score every map: deletion and insertion AUC (and curves) over ``steps`` steps, the pointing
+    game against ``boxes`` (with ``tolerance`` pixels) and the energy in the box.
+
+    Returns ``{"target": (B,), "saliency": {method: (B, H, W)}, "deletion", "insertion", "hit", "energy":
+    {method: (B,)}, "deletion_curve", "insertion_curve": {method: (B, steps + 1)}}``, methods as in
+    :data:`METHODS`.
+    """
+    from ..methods import attribution as A
+
+    check_images(x)
+    box = box_mask(boxes, x.shape[-2:])
+    with torch.no_grad():
+        target = model(x).argmax(-1)
+    sal = {"RISE": torch.cat([rise_saliency(model, x[i:i + chunk], target[i:i + chunk], masks=masks, p=p,
+                                            batch_size=batch_size) for i in range(0, len(x), chunk)]),
+           "gradient": A.gradient_saliency(model, x, target),
+           "occlusion": A.occlusion_saliency(model, x, target, window=occlusion_window, stride=occlusion_stride,
+                                             batch_size=batch_size),
+           "Grad-CAM": A.grad_cam(model, cam_layer, x, target)}
+    out = {"target": target, "saliency": sal}
+    for key in ("deletion", "insertion", "deletion_curve", "insertion_curve", "hit", "energy"):
+        out[key] = {}
+    for m in METHODS:
+        s = A.deletion_insertion_auc(model, x, sal[m], target, steps=steps, blur_klen=blur_klen,
+                                     blur_sigma=blur_sigma, batch_size=2 * batch_size)
+        for key in ("deletion", "insertion", "deletion_curve", "insertion_curve"):
+            out[key][m] = s[key]
+        out["hit"][m] = A.pointing_game(sal[m], box, tolerance=tolerance).float()
+        out["energy"][m] = energy_in_box(sal[m], box)
+    return out

@@ -99,3 +99,20 @@ def test_evidence_canvas_puts_the_digit_in_its_box_and_the_distractors_outside()
     assert torch.equal(x, x2) and torch.equal(boxes, b2)
     with pytest.raises(ValueError):
         P.evidence_canvas(digits, distractors, side=20, digit_side=14, distractor_side=7)
+
+
+def test_explain_and_score_gives_every_method_and_score_per_canvas():
+    model, x = small_cnn(), images(5)
+    boxes = torch.tensor([[0, 0, 6, 6]] * 5)
+    masks = P.rise_masks(40, 12, 3, 0.5, generator=torch.Generator().manual_seed(2))
+    out = P.explain_and_score(model, x, boxes, masks, model.features[-2], p=0.5, occlusion_window=4,
+                              occlusion_stride=2, blur_klen=3, blur_sigma=1.0, steps=6, chunk=2)
+    assert out["target"].shape == (5,)
+    for m in P.METHODS:
+        assert out["saliency"][m].shape == (5, 12, 12)
+        assert out["deletion_curve"][m].shape == (5, 7)
+        for key in ("deletion", "insertion", "hit", "energy"):
+            assert out[key][m].shape == (5,)
+            assert ((out[key][m] >= 0) & (out[key][m] <= 1)).all()
+    direct = P.rise_saliency(model, x, out["target"], masks=masks, p=0.5)
+    torch.testing.assert_close(out["saliency"]["RISE"], direct)

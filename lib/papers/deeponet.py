@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import torch
 from torch import nn
 
@@ -131,3 +133,49 @@ def fnn_width_for(n_params: int, d_in: int, depth: int, d_out: int = 1) -> int:
     def count(w):
         return (d_in + 1) * w + (depth - 1) * (w + 1) * w + (w + 1) * d_out
     return min(range(1, 4 * int(math.sqrt(n_params)) + d_in + 10), key=lambda w: abs(count(w) - n_params))
+
+
+def train_regression_ensemble(build, seeds, x: torch.Tensor, y: torch.Tensor, *, steps: int, lr: float = 1e-3,
+                              batch_size: int = 256, checkpoints: int = 10, progress: bool = True,
+                              desc: str = "training ensemble"):
+    """Train one regression network per seed on its own data, all at once, with Adam on the mean squared
+    error, and record every member's training MSE over its whole training set ``checkpoints`` times.
+
+    ``x`` is (N, n, d) and ``y`` (N, n): member i fits (x[i], y[i]). Member i is initialized after
+    ``torch.manual_seed(seeds[i])`` and draws its minibatches from a generator seeded ``seeds[i]``, as
+    :func:`repro.nn.ensemble.train_ensemble` does with ``per_model=True``; the difference is the record of
+    the full training loss along the way, from which a chapter can tell whether a member has reached its
+    loss plateau. Returns the ensemble and an array (checkpoints, N) of training MSEs, with the steps.
+    """
+    from tqdm.auto import tqdm
+
+    from ..nn.ensemble import Ensemble, ensemble_batch_indices
+    from ..nn.train import make_optimizer
+
+    check_positive("steps", steps, integer=True)
+    check_positive("checkpoints", checkpoints, integer=True)
+    seeds = list(seeds)
+    if x.shape[0] != len(seeds) or y.shape != x.shape[:2]:
+        raise ValueError(f"x must be (N, n, d) and y (N, n) with N={len(seeds)} members.")
+    ens = Ensemble.from_seeds(build, seeds, x.device)
+    opt = make_optimizer("adam", list(ens.params.values()), lr)
+    stream = ensemble_batch_indices(x.shape[1], batch_size, seeds, x.device)
+    rows = torch.arange(len(seeds), device=x.device)[:, None]
+    at = sorted({max(1, round(steps * (k + 1) / checkpoints)) for k in range(checkpoints)})
+
+    def full_mse():
+        with torch.no_grad():
+            out = torch.cat([ens.outputs(x[:, i:i + 4096], per_model=True)[..., 0] for i in range(0, x.shape[1], 4096)], 1)
+            return (out - y).pow(2).mean(1).cpu().numpy()
+
+    history = []
+    for step in tqdm(range(1, steps + 1), desc=desc, disable=not progress, mininterval=1.0):
+        idx = next(stream)
+        out = ens.outputs(x[rows, idx], per_model=True)[..., 0]
+        loss = (out - torch.gather(y, 1, idx)).pow(2).mean(1).sum()  # members share no parameters
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step in at:
+            history.append(full_mse())
+    return ens, np.array(history), np.array(at)

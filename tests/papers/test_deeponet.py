@@ -85,3 +85,23 @@ def test_fnn_width_matches_parameter_count():
     w = fnn_width_for(target, 101, 3)
     n = count_parameters(MLP(101, w, 3, 1))
     assert abs(n - target) / target < 0.02
+
+
+def test_regression_ensemble_matches_train_ensemble_and_records_the_training_loss():
+    import torch.nn.functional as F
+    from repro.nn.ensemble import train_ensemble
+    from repro.papers.deeponet import train_regression_ensemble
+
+    torch.manual_seed(0)
+    x, y = torch.randn(3, 64, 5), torch.randn(3, 64)
+    build = lambda: MLP(5, 8, 1, 1)
+    ens, curve, at = train_regression_ensemble(build, [1, 2, 3], x, y, steps=20, lr=1e-2, batch_size=16,
+                                               checkpoints=4, progress=False)
+    ref, _ = train_ensemble(build, [1, 2, 3], x, y, steps=20, lr=1e-2, batch_size=16, optimizer="adam",
+                            per_model=True, loss_fn=lambda o, t: F.mse_loss(o[:, 0], t), progress=False)
+    for k in ens.params:
+        assert torch.allclose(ens.params[k], ref.params[k], atol=1e-6)
+    assert curve.shape == (4, 3) and list(at) == [5, 10, 15, 20]
+    with torch.no_grad():
+        final = (ens.outputs(x, per_model=True)[..., 0] - y).pow(2).mean(1).numpy()
+    assert abs(curve[-1] - final).max() < 1e-6

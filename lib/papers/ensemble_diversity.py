@@ -98,13 +98,14 @@ def train_joint_ensemble(build: Callable[[], nn.Module], member_seeds: Sequence[
                          x: torch.Tensor, y: torch.Tensor, *, steps: int, lr: float, batch_size: int = 128,
                          optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.0,
                          batch_seeds: Sequence[int] | None = None, eval_every: int = 0, eval_sets: dict | None = None,
-                         progress: bool = True, desc: str = "training ensembles jointly"):
+                         schedule: str = "constant", progress: bool = True, desc: str = "training ensembles jointly"):
     """Train E ensembles at once, ensemble e with members initialized after ``torch.manual_seed(s)`` for s in
     ``member_seeds[e]`` (all ensembles the same size M) and loss ``mean_i CE_i - gammas[e] * JG``.
 
     The members of one ensemble see the same minibatches (the loss needs all of them on one batch), drawn
     from a stream seeded ``batch_seeds[e]`` (default: the ensemble's first member seed), exactly as
-    ``repro.nn.train.train(..., seed=batch_seeds[e])`` draws them. The summed objective is scaled by M, so
+    ``repro.nn.train.train(..., seed=batch_seeds[e])`` draws them. ``schedule="cosine"`` decays the learning
+    rate from ``lr`` to 0 along a half cosine over the ``steps`` (``"constant"``: no decay). The summed objective is scaled by M, so
     at gamma = 0 every member follows the gradient of its own cross-entropy: the same updates as training
     it alone with ``repro.nn.train.train`` (the tests check it). Returns a :class:`JointEnsembles` and a
     history DataFrame (one row per ensemble, evaluation set and evaluation step)."""
@@ -121,6 +122,10 @@ def train_joint_ensemble(build: Callable[[], nn.Module], member_seeds: Sequence[
     stacked = Ensemble.from_seeds(build, [s for seeds in member_seeds for s in seeds], x.device)
     joint = JointEnsembles(stacked, E, M)
     opt = make_optimizer(optimizer, list(stacked.params.values()), lr, weight_decay, momentum)
+    if schedule not in ("constant", "cosine"):
+        raise ParameterError(f"schedule must be 'constant' or 'cosine'; got {schedule!r}.")
+    sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps)))
+             if schedule == "cosine" else None)
     gam = torch.as_tensor(list(gammas), dtype=torch.float32, device=x.device)
     stream = _batch_streams(len(x), batch_size, batch_seeds, x.device)
 
@@ -139,6 +144,8 @@ def train_joint_ensemble(build: Callable[[], nn.Module], member_seeds: Sequence[
         opt.zero_grad(set_to_none=True)
         (M * losses.sum()).backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         if eval_every and (step % eval_every == 0 or step == steps):
             for name, (xs, ys) in eval_sets.items():
                 res = joint.evaluate(xs, ys)

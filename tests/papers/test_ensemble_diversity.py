@@ -74,3 +74,13 @@ def test_bad_arguments():
         train_joint_ensemble(lambda: MLP(10, 4, 1, 3), [[0, 1]], [0.0, 1.0], x, y, steps=1, lr=0.1, progress=False)
     with pytest.raises(ParameterError):
         train_joint_ensemble(lambda: MLP(10, 4, 1, 3), [[0, 1], [2]], [0.0, 1.0], x, y, steps=1, lr=0.1, progress=False)
+
+
+def test_cosine_schedule_decays_to_zero_and_bad_schedule_fails():
+    x, y = toy()
+    build = lambda: MLP(10, 8, 1, 3)  # noqa: E731
+    joint, _ = train_joint_ensemble(build, [[1, 2]], [0.0], x, y, steps=10, lr=0.01, batch_size=32,
+                                    optimizer="adam", schedule="cosine", progress=False)
+    assert joint.evaluate(x, y)["ens_acc"].shape == (1,)
+    with pytest.raises(ParameterError, match="schedule"):
+        train_joint_ensemble(build, [[1, 2]], [0.0], x, y, steps=2, lr=0.01, schedule="step", progress=False)
